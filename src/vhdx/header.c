@@ -1,0 +1,199 @@
+/*
+ * header.c - the file type identifier (fmt §3) and the two headers (fmt §4):
+ * reading, validating and choosing the current one.
+ */
+#include <errno.h>
+#include <stdio.h>
+
+#include "internal.h"
+
+/* Convert the UTF-16LE creator string to UTF-8 for display. */
+static void creator_to_utf8(const uint8_t *u16, size_t u16len, char *out,
+			    size_t outlen)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i + 1 < u16len; i += 2) {
+		uint32_t c = le16_get(u16 + i);
+
+		if (c == 0)
+			break;
+		if (c >= 0xD800 && c <= 0xDFFF)
+			c = '?'; /* surrogates: diagnostic text only */
+		if (c < 0x80) {
+			if (o + 1 >= outlen)
+				break;
+			out[o++] = (c >= 0x20 && c != 0x7F) ? (char)c : '?';
+		} else if (c < 0x800) {
+			if (o + 2 >= outlen)
+				break;
+			out[o++] = (char)(0xC0 | (c >> 6));
+			out[o++] = (char)(0x80 | (c & 0x3F));
+		} else {
+			if (o + 3 >= outlen)
+				break;
+			out[o++] = (char)(0xE0 | (c >> 12));
+			out[o++] = (char)(0x80 | ((c >> 6) & 0x3F));
+			out[o++] = (char)(0x80 | (c & 0x3F));
+		}
+	}
+	out[o] = '\0';
+}
+
+int vhdx_read_file_id(struct vhdx_image *img)
+{
+	uint8_t buf[8 + VHDX_FILE_ID_CREATOR_LEN];
+	int ret;
+
+	if (img->file_size < VHDX_HEADER_SECTION_SIZE) {
+		vhdx_err(img,
+			 "file identifier: file is %llu bytes, too small for "
+			 "the 1 MiB header section of a VHDX image",
+			 (unsigned long long)img->file_size);
+		return -EINVAL;
+	}
+	ret = vhdx_file_read(img, buf, sizeof(buf), VHDX_FILE_ID_OFFSET);
+	if (ret < 0) {
+		vhdx_err(img, "file identifier: read failed: %s",
+			 strerror(-ret));
+		return ret;
+	}
+	if (memcmp(buf, VHDX_FILE_ID_SIG, 8) != 0) {
+		vhdx_err(img, "file identifier: signature 'vhdxfile' not found "
+			      "at offset 0: not a VHDX image");
+		return -EINVAL;
+	}
+	creator_to_utf8(buf + VHDX_FILE_ID_CREATOR, VHDX_FILE_ID_CREATOR_LEN,
+			img->creator, sizeof(img->creator));
+	return 0;
+}
+
+/* Signature and checksum; reasons go to the debug/warning stream. */
+static bool header_valid(struct vhdx_image *img, int i)
+{
+	const uint8_t *h = img->hdr[i];
+	uint64_t off = i ? VHDX_HEADER2_OFFSET : VHDX_HEADER1_OFFSET;
+	uint32_t stored, crc;
+
+	if (memcmp(h, VHDX_HEADER_SIG, 4) != 0) {
+		vhdx_warn(img, "header %d (offset 0x%llx): bad signature",
+			  i + 1, (unsigned long long)off);
+		return false;
+	}
+	stored = le32_get(h + VHDX_HDR_CHECKSUM);
+	crc = vhdx_crc32c_skip(h, VHDX_HEADER_SIZE, VHDX_HDR_CHECKSUM);
+	if (stored != crc) {
+		vhdx_warn(img,
+			  "header %d (offset 0x%llx): checksum mismatch "
+			  "(stored 0x%08x, computed 0x%08x)",
+			  i + 1, (unsigned long long)off, stored, crc);
+		return false;
+	}
+	return true;
+}
+
+/* Pick the current header (fmt §4.2); -EINVAL if there is none. */
+static int choose_header(struct vhdx_image *img)
+{
+	uint64_t s0 = le64_get(img->hdr[0] + VHDX_HDR_SEQ);
+	uint64_t s1 = le64_get(img->hdr[1] + VHDX_HDR_SEQ);
+
+	if (!img->hdr_valid[0] && !img->hdr_valid[1]) {
+		vhdx_err(img, "header: neither header 1 nor header 2 is valid "
+			      "(signature or checksum)");
+		return -EINVAL;
+	}
+	if (img->hdr_valid[0] && img->hdr_valid[1]) {
+		if (s0 == s1) {
+			/* Disk2vhd writes two identical headers: accept */
+			if (memcmp(img->hdr[0], img->hdr[1],
+				   VHDX_HDR_DEFINED_LEN) != 0) {
+				vhdx_err(img,
+					 "header: both headers have sequence "
+					 "number %llu but differ",
+					 (unsigned long long)s0);
+				return -EINVAL;
+			}
+			img->cur = 0;
+		} else {
+			img->cur = s1 > s0 ? 1 : 0;
+		}
+	} else {
+		img->cur = img->hdr_valid[0] ? 0 : 1;
+	}
+	return 0;
+}
+
+/* Validate the fields of the current header (fmt §4.2). */
+static int check_current_header(struct vhdx_image *img)
+{
+	const uint8_t *h = img->hdr[img->cur];
+	int n = img->cur + 1;
+	uint16_t version = le16_get(h + VHDX_HDR_VERSION);
+	uint16_t log_version = le16_get(h + VHDX_HDR_LOG_VERSION);
+
+	img->seq = le64_get(h + VHDX_HDR_SEQ);
+	memcpy(img->log_guid, h + VHDX_HDR_LOG_GUID, 16);
+	memcpy(img->data_write_guid, h + VHDX_HDR_DATA_WRITE_GUID, 16);
+	img->log_length = le32_get(h + VHDX_HDR_LOG_LENGTH);
+	img->log_offset = le64_get(h + VHDX_HDR_LOG_OFFSET);
+
+	if (version != 1) {
+		vhdx_err(img, "header %d: unsupported version %u (expected 1)",
+			 n, version);
+		return -EINVAL;
+	}
+	if (log_version != 0 && !vhdx_guid_is_zero(img->log_guid)) {
+		vhdx_err(img,
+			 "header %d: unsupported log version %u (expected 0)",
+			 n, log_version);
+		return -EINVAL;
+	}
+	if (img->log_offset % VHDX_ALIGN || img->log_offset < VHDX_ALIGN ||
+	    img->log_offset > VHDX_MAX_OFF) {
+		vhdx_err(img,
+			 "header %d: log offset 0x%llx is not a multiple of "
+			 "1 MiB past the header section",
+			 n, (unsigned long long)img->log_offset);
+		return -EINVAL;
+	}
+	if (img->log_length % VHDX_ALIGN) {
+		vhdx_err(img,
+			 "header %d: log length %u is not a multiple of 1 MiB",
+			 n, img->log_length);
+		return -EINVAL;
+	}
+	if (img->log_length == 0) {
+		if (!vhdx_guid_is_zero(img->log_guid)) {
+			vhdx_err(img,
+				 "header %d: log GUID set but the log "
+				 "length is 0",
+				 n);
+			return -EINVAL;
+		}
+		return 0;
+	}
+	return vhdx_extent_add(img, img->log_offset, img->log_length, "log");
+}
+
+int vhdx_read_headers(struct vhdx_image *img)
+{
+	static const uint64_t offs[2] = {VHDX_HEADER1_OFFSET,
+					 VHDX_HEADER2_OFFSET};
+	int ret;
+
+	for (int i = 0; i < 2; i++) {
+		ret =
+		    vhdx_file_read(img, img->hdr[i], VHDX_HEADER_SIZE, offs[i]);
+		if (ret < 0) {
+			vhdx_err(img, "header %d: read failed: %s", i + 1,
+				 strerror(-ret));
+			return ret;
+		}
+		img->hdr_valid[i] = header_valid(img, i);
+	}
+	ret = choose_header(img);
+	if (ret < 0)
+		return ret;
+	return check_current_header(img);
+}

@@ -1,0 +1,186 @@
+/*
+ * internal.h - what the pieces of the library share with each other (and
+ * with the unit tests).  Not installed, not used by the front ends.
+ */
+#ifndef VHDX_INTERNAL_H
+#define VHDX_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+
+#include "format.h"
+#include "vhdx.h"
+
+#if defined(__GNUC__)
+#define VHDX_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define VHDX_PRINTF(a, b)
+#endif
+
+/* ---- CRC-32C (crc32c.c) ---- */
+
+/* Running update without the initial/final inversion. */
+uint32_t vhdx_crc32c_update(uint32_t crc, const void *buf, size_t len);
+/* Standard CRC-32C: init 0xFFFFFFFF, final xor 0xFFFFFFFF. */
+uint32_t vhdx_crc32c(const void *buf, size_t len);
+/*
+ * CRC of a structure whose u32 checksum field at csum_off is taken as zero
+ * (the buffer is not modified).
+ */
+uint32_t vhdx_crc32c_skip(const uint8_t *buf, size_t len, size_t csum_off);
+
+/* ---- GUIDs (guid.c); 16 bytes in on-disk (mixed-endian) order ---- */
+
+#define VHDX_GUID_STR_LEN 37 /* "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx\0" */
+void vhdx_guid_to_str(const uint8_t g[16], char out[VHDX_GUID_STR_LEN]);
+/* Parse text (braces optional, any case) into on-disk order: 0 or -EINVAL. */
+int vhdx_guid_from_str(const char *s, uint8_t g[16]);
+bool vhdx_guid_is_zero(const uint8_t g[16]);
+/* A fresh random GUID (version 4) in on-disk order. */
+void vhdx_guid_generate(uint8_t g[16]);
+
+/* ---- geometry (bat.c), fmt §7-§8.2 ---- */
+
+struct vhdx_geom {
+	uint64_t virtual_size;
+	uint32_t block_size;
+	uint32_t logical_sector;
+	uint64_t sectors_per_block;
+	uint64_t chunk_ratio;	 /* CR: payload blocks per chunk */
+	uint64_t payload_blocks; /* N */
+	uint64_t bitmap_blocks;	 /* SB */
+};
+
+/* Validate the inputs and compute the rest.  0 or -EINVAL. */
+int vhdx_geom_init(struct vhdx_geom *g, uint64_t virtual_size,
+		   uint32_t block_size, uint32_t logical_sector);
+
+static inline uint64_t vhdx_bat_payload_index(const struct vhdx_geom *g,
+					      uint64_t pb)
+{
+	return pb + pb / g->chunk_ratio;
+}
+
+static inline uint64_t vhdx_bat_bitmap_index(const struct vhdx_geom *g,
+					     uint64_t pb)
+{
+	return (pb / g->chunk_ratio) * (g->chunk_ratio + 1) + g->chunk_ratio;
+}
+
+static inline bool vhdx_bat_is_bitmap_slot(const struct vhdx_geom *g,
+					   uint64_t i)
+{
+	return i % (g->chunk_ratio + 1) == g->chunk_ratio;
+}
+
+/* Why these values are not a valid geometry, or NULL if they are. */
+const char *vhdx_geom_problem(uint64_t virtual_size, uint32_t block_size,
+			      uint32_t logical_sector);
+
+/* Smallest number of BAT entries a valid file must hold (fmt §7.1). */
+uint64_t vhdx_bat_min_entries(const struct vhdx_geom *g, bool differencing);
+/* BAT entries a writer allocates: SB * (CR + 1). */
+uint64_t vhdx_bat_alloc_entries(const struct vhdx_geom *g);
+
+/* ---- the image ---- */
+
+/* A sector image taken from the log, overriding the file (read-only open). */
+struct vhdx_overlay_sector {
+	uint64_t offset; /* 4 KiB aligned file offset */
+	uint8_t *data;	 /* 4096 bytes, NULL for a zeroed sector */
+	size_t rank;	 /* order of replay; the highest wins */
+};
+
+/* A file range occupied by some structure, for overlap checks. */
+struct vhdx_extent {
+	uint64_t start;
+	uint64_t length;
+	const char *what;
+	uint64_t index; /* BAT index for blocks, else 0 */
+};
+
+struct vhdx_image {
+	struct vhdx_io io;
+	unsigned int flags;
+	vhdx_msg_fn msg;
+	void *msg_opaque;
+
+	uint64_t file_size; /* physical size at open */
+	uint64_t eff_size;  /* as seen through the log (>= file_size) */
+
+	/* headers (header.c) */
+	uint8_t hdr[2][VHDX_HEADER_SIZE];
+	bool hdr_valid[2];
+	int cur; /* index of the current header, 0 or 1 */
+	uint64_t seq;
+	uint8_t log_guid[16];
+	uint8_t data_write_guid[16];
+	uint64_t log_offset;
+	uint32_t log_length;
+	char creator[256];
+
+	/* log (log.c) */
+	struct vhdx_overlay_sector *ov;
+	size_t ov_count;
+	bool log_replayed;
+
+	/* regions (region.c) */
+	int region_copy; /* 1 or 2: the table that was used */
+	uint64_t bat_offset;
+	uint32_t bat_length;
+	uint64_t meta_offset;
+	uint32_t meta_length;
+	struct vhdx_extent *extents; /* header, log, regions */
+	size_t n_extents;
+
+	/* metadata (metadata.c) */
+	uint32_t fp_flags;
+	uint32_t physical_sector;
+	uint8_t disk_id[16];
+	uint8_t *parent_locator; /* raw item, NULL if none */
+	uint32_t parent_locator_len;
+	struct vhdx_geom g;
+
+	/* BAT (bat.c) */
+	uint64_t *bat; /* decoded entries, bat_entries of them */
+	uint64_t bat_entries;
+	uint64_t state_count[8];
+
+	pthread_rwlock_t lock; /* protects the BAT for concurrent I/O */
+};
+
+/* ---- messages (msg.c) ---- */
+
+void vhdx_msgf(const struct vhdx_image *img, enum vhdx_msg_level level,
+	       const char *fmt, ...) VHDX_PRINTF(3, 4);
+#define vhdx_err(img, ...)   vhdx_msgf((img), VHDX_MSG_ERR, __VA_ARGS__)
+#define vhdx_warn(img, ...)  vhdx_msgf((img), VHDX_MSG_WARNING, __VA_ARGS__)
+#define vhdx_info(img, ...)  vhdx_msgf((img), VHDX_MSG_INFO, __VA_ARGS__)
+#define vhdx_debug(img, ...) vhdx_msgf((img), VHDX_MSG_DEBUG, __VA_ARGS__)
+
+/* ---- file access (read.c) ---- */
+
+/*
+ * Read file bytes as the current metadata sees them: through the log
+ * overlay, with bytes past the physical end of file read as zeros.
+ */
+int vhdx_file_read(struct vhdx_image *img, void *buf, size_t len, uint64_t off);
+
+/* ---- open steps, in order (each reports its own errors) ---- */
+
+int vhdx_read_file_id(struct vhdx_image *img);
+int vhdx_read_headers(struct vhdx_image *img);
+int vhdx_log_load(struct vhdx_image *img); /* replay into the overlay */
+void vhdx_log_free(struct vhdx_image *img);
+int vhdx_read_regions(struct vhdx_image *img);
+int vhdx_read_metadata(struct vhdx_image *img);
+int vhdx_read_bat(struct vhdx_image *img);
+/* vhdx_geom_init into img->g, reporting what is wrong through the sink. */
+int vhdx_geom_init_report(struct vhdx_image *img, uint64_t virtual_size,
+			  uint32_t block_size, uint32_t logical_sector);
+
+/* Register a used range; fails with -EINVAL if it overlaps another. */
+int vhdx_extent_add(struct vhdx_image *img, uint64_t start, uint64_t length,
+		    const char *what);
+
+#endif /* VHDX_INTERNAL_H */

@@ -1,0 +1,119 @@
+/*
+ * open.c - the open sequence (fmt §15), close, and the summary for front
+ * ends.  Each step validates what it reads and reports through the sink.
+ */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "config.h"
+#include "internal.h"
+
+const char *vhdx_version(void)
+{
+	return PACKAGE_VERSION;
+}
+
+static int open_steps(struct vhdx_image *img)
+{
+	int ret;
+
+	ret = img->io.size(img->io.opaque, &img->file_size);
+	if (ret < 0) {
+		vhdx_err(img, "cannot get the file size: %s", strerror(-ret));
+		return ret;
+	}
+	img->eff_size = img->file_size;
+	if ((ret = vhdx_read_file_id(img)) < 0)
+		return ret;
+	ret =
+	    vhdx_extent_add(img, 0, VHDX_HEADER_SECTION_SIZE, "header section");
+	if (ret < 0)
+		return ret;
+	if ((ret = vhdx_read_headers(img)) < 0 ||
+	    (ret = vhdx_log_load(img)) < 0 ||
+	    (ret = vhdx_read_regions(img)) < 0 ||
+	    (ret = vhdx_read_metadata(img)) < 0)
+		return ret;
+	if (img->fp_flags & VHDX_FP_HAS_PARENT) {
+		vhdx_err(img,
+			 "metadata: this is a differencing image (it has a "
+			 "parent); differencing images are not supported "
+			 "yet");
+		return -EOPNOTSUPP;
+	}
+	return vhdx_read_bat(img);
+}
+
+static void image_free(struct vhdx_image *img)
+{
+	vhdx_log_free(img);
+	free(img->bat);
+	free(img->extents);
+	free(img->parent_locator);
+	pthread_rwlock_destroy(&img->lock);
+	free(img);
+}
+
+int vhdx_open(struct vhdx_image **out, const struct vhdx_io *io,
+	      const struct vhdx_open_opts *opts)
+{
+	struct vhdx_image *img = calloc(1, sizeof(*img));
+	int ret;
+
+	*out = NULL;
+	if (!img)
+		return -ENOMEM;
+	img->io = *io;
+	if (opts) {
+		img->flags = opts->flags;
+		img->msg = opts->msg;
+		img->msg_opaque = opts->msg_opaque;
+	}
+	pthread_rwlock_init(&img->lock, NULL);
+	if (!(img->flags & VHDX_OPEN_RDONLY)) {
+		vhdx_err(img, "read-write access is not supported by this "
+			      "version of the library");
+		image_free(img);
+		return -EROFS;
+	}
+	ret = open_steps(img);
+	if (ret < 0) {
+		image_free(img);
+		return ret;
+	}
+	*out = img;
+	return 0;
+}
+
+int vhdx_close(struct vhdx_image *img)
+{
+	if (img)
+		image_free(img);
+	return 0;
+}
+
+uint64_t vhdx_virtual_size(const struct vhdx_image *img)
+{
+	return img->g.virtual_size;
+}
+
+void vhdx_get_info(const struct vhdx_image *img, struct vhdx_info *info)
+{
+	memset(info, 0, sizeof(*info));
+	info->virtual_size = img->g.virtual_size;
+	info->file_size = img->file_size;
+	info->block_size = img->g.block_size;
+	info->logical_sector = img->g.logical_sector;
+	info->physical_sector = img->physical_sector;
+	info->leave_blocks_allocated =
+	    !!(img->fp_flags & VHDX_FP_LEAVE_BLOCKS_ALLOCATED);
+	info->has_parent = !!(img->fp_flags & VHDX_FP_HAS_PARENT);
+	info->log_replayed = img->log_replayed;
+	info->current_header = img->cur + 1;
+	info->header_seq = img->seq;
+	info->bat_entries = img->bat_entries;
+	info->payload_blocks = img->g.payload_blocks;
+	info->chunk_ratio = img->g.chunk_ratio;
+	memcpy(info->state_count, img->state_count, sizeof(info->state_count));
+	memcpy(info->creator, img->creator, sizeof(info->creator));
+}

@@ -1,0 +1,195 @@
+/*
+ * region.c - the region table (fmt §5): choosing the copy, validating the
+ * entries, locating the BAT and metadata regions, and the registry of file
+ * extents used for every overlap check.
+ */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+static const uint8_t guid_bat[16] = VHDX_GUID_BAT_REGION;
+static const uint8_t guid_meta[16] = VHDX_GUID_METADATA_REGION;
+
+int vhdx_extent_add(struct vhdx_image *img, uint64_t start, uint64_t length,
+		    const char *what)
+{
+	struct vhdx_extent *e;
+
+	if (length == 0)
+		return 0;
+	if (start > UINT64_MAX - length) {
+		vhdx_err(img, "%s: range 0x%llx+0x%llx overflows", what,
+			 (unsigned long long)start, (unsigned long long)length);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < img->n_extents; i++) {
+		e = &img->extents[i];
+		if (start < e->start + e->length && e->start < start + length) {
+			vhdx_err(img,
+				 "%s at 0x%llx (0x%llx bytes) overlaps the %s "
+				 "at 0x%llx (0x%llx bytes)",
+				 what, (unsigned long long)start,
+				 (unsigned long long)length, e->what,
+				 (unsigned long long)e->start,
+				 (unsigned long long)e->length);
+			return -EINVAL;
+		}
+	}
+	e = realloc(img->extents, (img->n_extents + 1) * sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	img->extents = e;
+	img->extents[img->n_extents++] = (struct vhdx_extent){
+	    .start = start, .length = length, .what = what};
+	return 0;
+}
+
+static bool table_valid(struct vhdx_image *img, const uint8_t *t, int copy)
+{
+	uint32_t stored, crc, count;
+
+	if (memcmp(t, VHDX_REGION_SIG, 4) != 0) {
+		vhdx_warn(img, "region table %d: bad signature", copy);
+		return false;
+	}
+	stored = le32_get(t + VHDX_RT_CHECKSUM);
+	crc = vhdx_crc32c_skip(t, VHDX_REGION_TABLE_SIZE, VHDX_RT_CHECKSUM);
+	if (stored != crc) {
+		vhdx_warn(img,
+			  "region table %d: checksum mismatch (stored 0x%08x, "
+			  "computed 0x%08x)",
+			  copy, stored, crc);
+		return false;
+	}
+	count = le32_get(t + VHDX_RT_ENTRY_COUNT);
+	if (count > VHDX_RT_MAX_ENTRIES) {
+		vhdx_warn(img, "region table %d: %u entries (at most %u)", copy,
+			  count, VHDX_RT_MAX_ENTRIES);
+		return false;
+	}
+	return true;
+}
+
+/* Validate one entry and record what it locates. */
+static int region_entry(struct vhdx_image *img, const uint8_t *e,
+			unsigned int idx, bool *seen_bat, bool *seen_meta)
+{
+	char gs[VHDX_GUID_STR_LEN];
+	uint64_t off = le64_get(e + VHDX_RTE_FILE_OFFSET);
+	uint32_t len = le32_get(e + VHDX_RTE_LENGTH);
+	uint32_t req = le32_get(e + VHDX_RTE_REQUIRED);
+	bool is_bat = !memcmp(e, guid_bat, 16);
+	bool is_meta = !memcmp(e, guid_meta, 16);
+	const char *what = is_bat    ? "BAT region"
+			   : is_meta ? "metadata region"
+				     : "unknown region";
+
+	vhdx_guid_to_str(e, gs);
+	if (!is_bat && !is_meta && (req & 1)) {
+		vhdx_err(img,
+			 "region table: unknown region {%s} is marked "
+			 "required; refusing to open",
+			 gs);
+		return -EOPNOTSUPP;
+	}
+	if ((is_bat && *seen_bat) || (is_meta && *seen_meta)) {
+		vhdx_err(img, "region table: duplicate %s entry", what);
+		return -EINVAL;
+	}
+	if (off % VHDX_ALIGN || off < VHDX_ALIGN || len == 0 ||
+	    len % VHDX_ALIGN || off > VHDX_MAX_OFF - len) {
+		vhdx_err(img,
+			 "region table: entry %u ({%s}, %s) has offset 0x%llx "
+			 "length 0x%x: not non-empty and 1 MiB aligned",
+			 idx, gs, what, (unsigned long long)off, len);
+		return -EINVAL;
+	}
+	if (off + len > img->eff_size) {
+		vhdx_err(img,
+			 "region table: %s at 0x%llx (0x%x bytes) extends past "
+			 "the end of the file (%llu bytes): truncated image?",
+			 what, (unsigned long long)off, len,
+			 (unsigned long long)img->eff_size);
+		return -EINVAL;
+	}
+	if (is_bat) {
+		*seen_bat = true;
+		img->bat_offset = off;
+		img->bat_length = len;
+	} else if (is_meta) {
+		*seen_meta = true;
+		img->meta_offset = off;
+		img->meta_length = len;
+	}
+	return vhdx_extent_add(img, off, len, what);
+}
+
+static int parse_table(struct vhdx_image *img, const uint8_t *t)
+{
+	uint32_t count = le32_get(t + VHDX_RT_ENTRY_COUNT);
+	bool seen_bat = false, seen_meta = false;
+	int ret;
+
+	for (uint32_t i = 0; i < count; i++) {
+		const uint8_t *e =
+		    t + VHDX_RT_HEADER_SIZE + (size_t)i * VHDX_RT_ENTRY_SIZE;
+
+		for (uint32_t j = 0; j < i; j++) {
+			const uint8_t *o = t + VHDX_RT_HEADER_SIZE +
+					   (size_t)j * VHDX_RT_ENTRY_SIZE;
+			if (!memcmp(e, o, 16)) {
+				char gs[VHDX_GUID_STR_LEN];
+
+				vhdx_guid_to_str(e, gs);
+				vhdx_err(img,
+					 "region table: region {%s} listed "
+					 "twice",
+					 gs);
+				return -EINVAL;
+			}
+		}
+		ret = region_entry(img, e, i, &seen_bat, &seen_meta);
+		if (ret < 0)
+			return ret;
+	}
+	if (!seen_bat || !seen_meta) {
+		vhdx_err(img, "region table: no %s region entry",
+			 !seen_bat ? "BAT" : "metadata");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int vhdx_read_regions(struct vhdx_image *img)
+{
+	static const uint64_t offs[2] = {VHDX_REGION1_OFFSET,
+					 VHDX_REGION2_OFFSET};
+	uint8_t *t = malloc(VHDX_REGION_TABLE_SIZE);
+	int ret = -EINVAL;
+
+	if (!t)
+		return -ENOMEM;
+	for (int i = 0; i < 2; i++) {
+		ret = vhdx_file_read(img, t, VHDX_REGION_TABLE_SIZE, offs[i]);
+		if (ret < 0) {
+			vhdx_err(img, "region table %d: read failed: %s", i + 1,
+				 strerror(-ret));
+			goto out;
+		}
+		if (table_valid(img, t, i + 1)) {
+			img->region_copy = i + 1;
+			if (i == 1)
+				vhdx_warn(img, "region table 1 is damaged; "
+					       "using region table 2");
+			ret = parse_table(img, t);
+			goto out;
+		}
+	}
+	vhdx_err(img, "region table: neither copy is valid (signature, "
+		      "checksum or entry count)");
+	ret = -EINVAL;
+out:
+	free(t);
+	return ret;
+}

@@ -1,0 +1,117 @@
+/*
+ * vhdx.h - public interface of the VHDX format library.
+ *
+ * The library knows nothing of FUSE or of how the image is stored: it reaches
+ * the image only through a struct vhdx_io supplied by the caller, returns
+ * -errno on failure and reports human-readable diagnostics through a single
+ * message sink chosen by the front end.
+ */
+#ifndef VHDX_H
+#define VHDX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * Storage backend.  Every callback returns 0 (pread: the number of bytes
+ * read) or a negative errno.  pread may return fewer bytes than asked only
+ * at end of file.  pwrite must write everything or fail.  Callbacks must be
+ * safe to call from several threads at once.
+ */
+struct vhdx_io {
+	void *opaque;
+	long (*pread)(void *opaque, void *buf, size_t len, uint64_t off);
+	int (*pwrite)(void *opaque, const void *buf, size_t len, uint64_t off);
+	int (*flush)(void *opaque);
+	int (*truncate)(void *opaque, uint64_t size);
+	int (*size)(void *opaque, uint64_t *size);
+};
+
+/* Backend on an open file descriptor (pread/pwrite/fdatasync/ftruncate). */
+void vhdx_io_fd_init(struct vhdx_io *io, int *fdp);
+
+/* Message severities passed to the sink (same values as syslog's). */
+enum vhdx_msg_level {
+	VHDX_MSG_ERR = 3,
+	VHDX_MSG_WARNING = 4,
+	VHDX_MSG_NOTICE = 5,
+	VHDX_MSG_INFO = 6,
+	VHDX_MSG_DEBUG = 7,
+};
+
+typedef void (*vhdx_msg_fn)(void *opaque, enum vhdx_msg_level level,
+			    const char *msg);
+
+/* Flags for struct vhdx_open_opts.flags. */
+#define VHDX_OPEN_RDONLY 0x1u /* never write to the image, not even headers */
+
+struct vhdx_open_opts {
+	unsigned int flags;
+	vhdx_msg_fn msg;  /* may be NULL: messages are dropped */
+	void *msg_opaque; /* passed to msg */
+};
+
+struct vhdx_image;
+
+/* Payload block states (MS-VHDX 2.5.1.1). */
+enum vhdx_block_state {
+	VHDX_BLOCK_NOT_PRESENT = 0,
+	VHDX_BLOCK_UNDEFINED = 1,
+	VHDX_BLOCK_ZERO = 2,
+	VHDX_BLOCK_UNMAPPED = 3,
+	VHDX_BLOCK_UNMAPPED_V095 = 5,
+	VHDX_BLOCK_FULLY_PRESENT = 6,
+	VHDX_BLOCK_PARTIALLY_PRESENT = 7,
+};
+
+/* A summary of an open image, for front ends and tools. */
+struct vhdx_info {
+	uint64_t virtual_size;	    /* bytes */
+	uint64_t file_size;	    /* bytes, at open */
+	uint32_t block_size;	    /* bytes */
+	uint32_t logical_sector;    /* 512 or 4096 */
+	uint32_t physical_sector;   /* 512 or 4096 */
+	int leave_blocks_allocated; /* "fixed" image */
+	int has_parent;		    /* differencing image */
+	int log_replayed;	    /* a dirty log was replayed at open */
+	int current_header;	    /* 1 or 2 */
+	uint64_t header_seq;	    /* sequence number of the current header */
+	uint64_t bat_entries;	    /* entries in the BAT region */
+	uint64_t payload_blocks;    /* N */
+	uint64_t chunk_ratio;	    /* CR */
+	uint64_t state_count[8];    /* payload entries per state */
+	uint8_t creator[256];	    /* creator string, UTF-8, NUL-terminated */
+};
+
+/*
+ * Open and validate an image.  On success *out holds the image and 0 is
+ * returned; on failure a negative errno is returned and at least one
+ * VHDX_MSG_ERR message naming the broken structure has been sent to the sink.
+ * The io table is copied; its opaque pointer must outlive the image.
+ */
+int vhdx_open(struct vhdx_image **out, const struct vhdx_io *io,
+	      const struct vhdx_open_opts *opts);
+
+/* Close the image and free it.  Returns 0 or the first error seen. */
+int vhdx_close(struct vhdx_image *img);
+
+/* Fill *info.  Never fails. */
+void vhdx_get_info(const struct vhdx_image *img, struct vhdx_info *info);
+
+/* Size of the virtual disk in bytes. */
+uint64_t vhdx_virtual_size(const struct vhdx_image *img);
+
+/*
+ * Read len bytes of the virtual disk at off into buf.  Reads that go past the
+ * end of the disk are truncated; the number of bytes read is returned, or a
+ * negative errno.  Safe to call from several threads at once.
+ */
+long vhdx_read(struct vhdx_image *img, void *buf, size_t len, uint64_t off);
+
+/* Text of a payload block state, e.g. "FULLY_PRESENT". */
+const char *vhdx_block_state_name(unsigned int state);
+
+/* Library version string. */
+const char *vhdx_version(void);
+
+#endif /* VHDX_H */

@@ -1,0 +1,238 @@
+# Shared helpers for the bats integration tests.
+#
+# Every test gets its own scratch directory ($T).  Mounts, loop devices and
+# daemons started through these helpers are recorded and undone in
+# common_teardown, whether the test passed or not.
+#
+# Environment (set by `make check`, or defaulted for a direct bats run):
+#   VHDXFUSE    the daemon binary
+#   TOP_SRCDIR  source tree
+#   SHARED_DIR  ../shared (corpus), may not exist
+
+: "${TOP_SRCDIR:=$(cd "$BATS_TEST_DIRNAME/.." && pwd)}"
+: "${TOP_BUILDDIR:=$TOP_SRCDIR}"
+: "${VHDXFUSE:=$TOP_BUILDDIR/vhdxfuse}"
+: "${SHARED_DIR:=$TOP_SRCDIR/../shared}"
+
+bats_load_library bats-support
+bats_load_library bats-assert
+
+# Skip (with a reason) unless FUSE can be used here.
+require_fuse() {
+	[ -c /dev/fuse ] || skip "/dev/fuse is missing"
+	command -v fusermount3 >/dev/null || skip "fusermount3 not installed"
+}
+
+require_root() {
+	[ "$(id -u)" -eq 0 ] || skip "needs root (loop devices, mount)"
+}
+
+require_cmd() {
+	local c
+	for c in "$@"; do
+		command -v "$c" >/dev/null || skip "$c not installed"
+	done
+}
+
+common_setup() {
+	T=$(mktemp -d "${BATS_TMPDIR:-/tmp}/vhdxfuse-test.XXXXXX")
+	VF_MOUNTS=()
+	VF_PIDS=()
+	VF_LOOPS=()
+	VF_FSMOUNTS=()
+}
+
+# Undo everything, in reverse order of dependency: file systems on loop
+# devices, loop devices, FUSE mounts, daemons.
+common_teardown() {
+	local m l p
+	for m in "${VF_FSMOUNTS[@]}"; do
+		if mountpoint -q "$m" 2>/dev/null; then
+			umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
+		fi
+	done
+	for l in "${VF_LOOPS[@]}"; do
+		losetup -d "$l" 2>/dev/null
+	done
+	for m in "${VF_MOUNTS[@]}"; do
+		if findmnt -rn "$m" >/dev/null 2>&1; then
+			fusermount3 -u "$m" 2>/dev/null ||
+				fusermount3 -uz "$m" 2>/dev/null
+		fi
+	done
+	for p in "${VF_PIDS[@]}"; do
+		wait_pid_gone "$p" 5 || kill -KILL "$p" 2>/dev/null
+	done
+	[ -n "${T:-}" ] && rm -rf "$T"
+	return 0
+}
+
+# wait_pid_gone PID SECONDS: 0 once PID has exited, 1 on timeout.
+wait_pid_gone() {
+	local pid=$1 deadline=$((SECONDS + $2))
+	while kill -0 "$pid" 2>/dev/null; do
+		[ "$SECONDS" -ge "$deadline" ] && return 1
+		sleep 0.05
+	done
+	return 0
+}
+
+# vf_mount IMAGE MOUNTPOINT [daemon options...]
+# Starts the daemon in the foreground (-f) in the background, waits up to 10 s
+# for the mount, and fails with the daemon's log if it died.  The daemon's
+# stderr goes to $T/vhdxfuse.log.  Sets VF_PID.
+vf_mount() {
+	local img=$1 mnt=$2
+	shift 2
+	"$VHDXFUSE" -f "$@" "$img" "$mnt" 2>>"$T/vhdxfuse.log" &
+	VF_PID=$!
+	VF_PIDS+=("$VF_PID")
+	VF_MOUNTS+=("$mnt")
+	local deadline=$((SECONDS + 10))
+	while ! findmnt -rn -M "$mnt" -t fuse.vhdxfuse >/dev/null 2>&1; do
+		if ! kill -0 "$VF_PID" 2>/dev/null; then
+			echo "vhdxfuse exited before mounting; its log:" >&2
+			cat "$T/vhdxfuse.log" >&2
+			return 1
+		fi
+		if [ "$SECONDS" -ge "$deadline" ]; then
+			echo "vhdxfuse did not mount within 10 s; its log:" >&2
+			cat "$T/vhdxfuse.log" >&2
+			return 1
+		fi
+		sleep 0.05
+	done
+}
+
+# vf_umount MOUNTPOINT: unmount and wait for the daemon to exit.
+vf_umount() {
+	local mnt=$1
+	fusermount3 -u "$mnt" || return 1
+	wait_pid_gone "$VF_PID" 10
+}
+
+# The exposed file of a directory mount point.
+vf_raw_path() {
+	local mnt=$1 f
+	for f in "$mnt"/*; do
+		echo "$f"
+		return 0
+	done
+	return 1
+}
+
+# loop_attach FILE [losetup options...]: sets LOOPDEV and records it for
+# teardown (call it directly, not in $(...), or the record is lost).
+loop_attach() {
+	local file=$1
+	shift
+	LOOPDEV=$(losetup -f --show "$@" "$file") || return 1
+	VF_LOOPS+=("$LOOPDEV")
+}
+
+# Record a file-system mount point for teardown.
+track_fsmount() {
+	VF_FSMOUNTS+=("$1")
+}
+
+sha256() {
+	sha256sum "$1" | cut -d' ' -f1
+}
+
+# ---------------------------------------------------------------------------
+# Helpers added for qemu-images.bats, ext4.bats, corrupt.bats, corpus.bats.
+
+# fast_sha256 FILE: like sha256, but through OpenSSL (or Python's hashlib)
+# when available: several times faster than coreutils for multi-GiB files.
+fast_sha256() {
+	if command -v openssl >/dev/null; then
+		openssl dgst -sha256 -r "$1" | cut -d' ' -f1
+	else
+		python3 -c 'import hashlib,sys
+h = hashlib.sha256()
+with open(sys.argv[1], "rb") as f:
+    for b in iter(lambda: f.read(1 << 20), b""):
+        h.update(b)
+print(h.hexdigest())' "$1"
+	fi
+}
+
+# vf_start IMAGE MOUNTPOINT [daemon options...]
+# Start the daemon the way a user does (no -f: it validates the image, then
+# daemonizes).  Sets $status and $output (stdout+stderr) like bats' run, and
+# records MOUNTPOINT for teardown in case it did mount.  A hung start is cut
+# off after 30 s (status 124).  Use it for images that must be refused.
+vf_start() {
+	local img=$1 mnt=$2
+	shift 2
+	VF_MOUNTS+=("$mnt")
+	status=0
+	timeout 30 "$VHDXFUSE" "$@" "$img" "$mnt" >"$T/vf_start.out" 2>&1 ||
+		status=$?
+	output=$(cat "$T/vf_start.out")
+}
+
+# assert_not_mounted MOUNTPOINT
+assert_not_mounted() {
+	if findmnt -rn -M "$1" >/dev/null 2>&1; then
+		echo "$1 is mounted:" >&2
+		findmnt -M "$1" >&2
+		return 1
+	fi
+}
+
+# vhdi_mount IMAGE DIR: mount IMAGE with libvhdi's vhdimount (the other
+# oracle) in the foreground in the background, tracked for teardown like
+# vf_mount; the disk is DIR/vhdi1.  Sets VHDI_PID.
+vhdi_mount() {
+	local img=$1 mnt=$2
+	vhdimount -v "$img" "$mnt" >"$T/vhdimount.log" 2>&1 &
+	VHDI_PID=$!
+	VF_PIDS+=("$VHDI_PID")
+	VF_MOUNTS+=("$mnt")
+	local deadline=$((SECONDS + 10))
+	while ! findmnt -rn -M "$mnt" >/dev/null 2>&1; do
+		if ! kill -0 "$VHDI_PID" 2>/dev/null; then
+			echo "vhdimount exited before mounting:" >&2
+			cat "$T/vhdimount.log" >&2
+			return 1
+		fi
+		if [ "$SECONDS" -ge "$deadline" ]; then
+			echo "vhdimount did not mount within 10 s" >&2
+			return 1
+		fi
+		sleep 0.05
+	done
+}
+
+# vhdi_umount DIR
+vhdi_umount() {
+	fusermount3 -u "$1" || return 1
+	wait_pid_gone "$VHDI_PID" 10
+}
+
+# cmp_ranges FILE ORACLE [BLOCK_SIZE [COUNT]]: compare random and boundary
+# byte ranges of FILE and ORACLE (tests/lib/cmpranges.py).
+cmp_ranges() {
+	python3 "$TOP_SRCDIR/tests/lib/cmpranges.py" "$1" "$2" \
+		--block-size "${3:-1048576}" --count "${4:-50}"
+}
+
+# loop_partition LOOPDEV N: wait for partition N of a loop device attached
+# with -P and set PARTDEV.  Some kernels do not scan at attach time; then
+# partx adds the partitions.  (They go away when the device is detached.)
+loop_partition() {
+	local dev=$1 n=$2 i
+	PARTDEV=${dev}p$n
+	for i in $(seq 20); do
+		[ -b "$PARTDEV" ] && return 0
+		sleep 0.1
+	done
+	partx -a "$dev" >/dev/null 2>&1
+	for i in $(seq 50); do
+		[ -b "$PARTDEV" ] && return 0
+		sleep 0.1
+	done
+	echo "partition $n of $dev did not appear" >&2
+	return 1
+}
