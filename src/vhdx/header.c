@@ -197,3 +197,68 @@ int vhdx_read_headers(struct vhdx_image *img)
 		return ret;
 	return check_current_header(img);
 }
+
+/* Write header slot i from the current header with the session's changes. */
+static int header_write_slot(struct vhdx_image *img, int i,
+			     const uint8_t *log_guid, const uint8_t *fwg,
+			     const uint8_t *dwg)
+{
+	static const uint64_t offs[2] = {VHDX_HEADER1_OFFSET,
+					 VHDX_HEADER2_OFFSET};
+	uint8_t h[VHDX_HEADER_SIZE] = {0};
+	int ret;
+
+	if (img->seq == UINT64_MAX) {
+		vhdx_err(img, "header: sequence number would wrap; refusing "
+			      "to update the headers");
+		return -EINVAL;
+	}
+	memcpy(h, img->hdr[img->cur], VHDX_HDR_DEFINED_LEN);
+	le64_put(h + VHDX_HDR_SEQ, img->seq + 1);
+	if (fwg)
+		memcpy(h + VHDX_HDR_FILE_WRITE_GUID, fwg, 16);
+	if (dwg)
+		memcpy(h + VHDX_HDR_DATA_WRITE_GUID, dwg, 16);
+	memcpy(h + VHDX_HDR_LOG_GUID, log_guid, 16);
+	le32_put(h + VHDX_HDR_CHECKSUM, 0);
+	le32_put(h + VHDX_HDR_CHECKSUM, vhdx_crc32c(h, VHDX_HEADER_SIZE));
+	ret = img->io.pwrite(img->io.opaque, h, VHDX_HEADER_SIZE, offs[i]);
+	if (ret == 0)
+		ret = img->io.flush(img->io.opaque);
+	if (ret < 0)
+		return ret;
+	memcpy(img->hdr[i], h, VHDX_HEADER_SIZE);
+	img->hdr_valid[i] = true;
+	img->cur = i;
+	img->seq++;
+	return 0;
+}
+
+int vhdx_header_update(struct vhdx_image *img, const uint8_t *log_guid,
+		       bool renew_data_guid)
+{
+	uint8_t fwg[16], dwg[16], lg[16];
+	bool first = !img->session_started;
+	int ret;
+
+	memcpy(lg, log_guid ? log_guid : img->log_guid, 16);
+	if (first)
+		vhdx_guid_generate(fwg);
+	if (renew_data_guid)
+		vhdx_guid_generate(dwg);
+	/* twice: the other slot becomes current, then both are up to date */
+	for (int k = 0; k < 2; k++) {
+		ret =
+		    header_write_slot(img, 1 - img->cur, lg, first ? fwg : NULL,
+				      renew_data_guid ? dwg : NULL);
+		if (ret < 0) {
+			vhdx_set_broken(img, ret, "header update");
+			return ret;
+		}
+	}
+	memcpy(img->log_guid, lg, 16);
+	if (renew_data_guid)
+		memcpy(img->data_write_guid, dwg, 16);
+	img->session_started = true;
+	return 0;
+}

@@ -147,6 +147,21 @@ struct vhdx_image {
 	uint64_t state_count[8];
 
 	pthread_rwlock_t lock; /* protects the BAT for concurrent I/O */
+
+	/* read-write session state (write.c, journal.c) */
+	pthread_mutex_t meta_lock; /* allocation, commit, header updates */
+	bool session_started;	   /* FileWriteGuid renewed */
+	bool data_guid_renewed;	   /* DataWriteGuid renewed */
+	bool read_only;		   /* opened RO, or switched after an error */
+	int broken;		   /* -errno of a failed metadata write */
+	uint64_t alloc_end;	   /* next free 1 MiB-aligned file offset */
+	uint64_t flushed_size;	   /* file size known to be durable */
+	uint8_t *dirty;		   /* one flag per 4 KiB BAT sector */
+	uint64_t n_dirty;
+	uint64_t log_pos;     /* where the next entry goes */
+	uint64_t log_seq;     /* sequence number of the next entry */
+	bool log_active;      /* LogGuid in the header is non-zero */
+	bool apply_unflushed; /* applied sectors not yet flushed */
 };
 
 /* ---- messages (msg.c) ---- */
@@ -178,6 +193,36 @@ int vhdx_read_bat(struct vhdx_image *img);
 /* vhdx_geom_init into img->g, reporting what is wrong through the sink. */
 int vhdx_geom_init_report(struct vhdx_image *img, uint64_t virtual_size,
 			  uint32_t block_size, uint32_t logical_sector);
+
+/* ---- writing (header.c, journal.c, write.c) ---- */
+
+/*
+ * Rewrite both headers (fmt §4.4).  The first update of a session also
+ * renews FileWriteGuid; renew_data_guid renews DataWriteGuid.  log_guid: the
+ * new LogGuid (NULL keeps the current one).
+ */
+int vhdx_header_update(struct vhdx_image *img, const uint8_t *log_guid,
+		       bool renew_data_guid);
+
+/* Replay the overlay built by vhdx_log_load into the file (read-write). */
+int vhdx_log_replay_to_file(struct vhdx_image *img);
+
+/*
+ * Journal every dirty BAT sector through the log and apply it in place.
+ * Called with meta_lock held.  The data the entries point to must have been
+ * flushed by the caller.
+ */
+int vhdx_journal_commit(struct vhdx_image *img);
+
+/* Clear LogGuid after the last commit (clean close).  meta_lock held. */
+int vhdx_journal_close(struct vhdx_image *img);
+
+/* Set up and tear down the write path (write.c). */
+int vhdx_write_init(struct vhdx_image *img);
+int vhdx_write_close(struct vhdx_image *img);
+
+/* Report a failed metadata write once and turn the image read-only. */
+void vhdx_set_broken(struct vhdx_image *img, int err, const char *what);
 
 /* Register a used range; fails with -EINVAL if it overlaps another. */
 int vhdx_extent_add(struct vhdx_image *img, uint64_t start, uint64_t length,

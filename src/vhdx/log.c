@@ -430,8 +430,8 @@ int vhdx_log_load(struct vhdx_image *img)
 		goto out;
 	img->log_replayed = true;
 	vhdx_info(img,
-		  "log: replayed %zu entr%s (sequence %llu..%llu, %zu sectors) "
-		  "in memory",
+		  "log: active sequence of %zu entr%s (%llu..%llu), %zu "
+		  "sectors to replay",
 		  best.n, best.n == 1 ? "y" : "ies",
 		  (unsigned long long)best.v[0].seq,
 		  (unsigned long long)best.v[best.n - 1].seq, img->ov_count);
@@ -448,4 +448,44 @@ void vhdx_log_free(struct vhdx_image *img)
 	free(img->ov);
 	img->ov = NULL;
 	img->ov_count = 0;
+}
+
+int vhdx_log_replay_to_file(struct vhdx_image *img)
+{
+	static const uint8_t zero_guid[16];
+	static const uint8_t zero[VHDX_LOG_SECTOR_SIZE];
+	int ret;
+
+	if (vhdx_guid_is_zero(img->log_guid))
+		return 0;
+	/* new FileWriteGuid before anything else is written (fmt §4.3) */
+	ret = vhdx_header_update(img, NULL, false);
+	if (ret < 0)
+		return ret;
+	for (size_t i = 0; i < img->ov_count; i++) {
+		const struct vhdx_overlay_sector *s = &img->ov[i];
+
+		ret = img->io.pwrite(img->io.opaque, s->data ? s->data : zero,
+				     VHDX_LOG_SECTOR_SIZE, s->offset);
+		if (ret < 0)
+			goto fail;
+	}
+	if (img->eff_size > img->file_size) {
+		ret = img->io.truncate(img->io.opaque, img->eff_size);
+		if (ret < 0)
+			goto fail;
+		img->file_size = img->eff_size;
+	}
+	ret = img->io.flush(img->io.opaque);
+	if (ret < 0)
+		goto fail;
+	if (img->ov_count)
+		vhdx_info(img, "log: replayed %zu sectors into the file",
+			  img->ov_count);
+	vhdx_log_free(img);
+	img->log_replayed = true;
+	return vhdx_header_update(img, zero_guid, false);
+fail:
+	vhdx_err(img, "log: replay into the file failed: %s", strerror(-ret));
+	return ret;
 }

@@ -29,9 +29,20 @@ static int open_steps(struct vhdx_image *img)
 	    vhdx_extent_add(img, 0, VHDX_HEADER_SECTION_SIZE, "header section");
 	if (ret < 0)
 		return ret;
-	if ((ret = vhdx_read_headers(img)) < 0 ||
-	    (ret = vhdx_log_load(img)) < 0 ||
-	    (ret = vhdx_read_regions(img)) < 0 ||
+	if ((ret = vhdx_read_headers(img)) < 0)
+		return ret;
+	if (!img->read_only && img->seq > UINT64_MAX - 1024) {
+		vhdx_err(img,
+			 "header: sequence number %llu is too close to "
+			 "its maximum to open the image for writing",
+			 (unsigned long long)img->seq);
+		return -EINVAL;
+	}
+	if ((ret = vhdx_log_load(img)) < 0)
+		return ret;
+	if (!img->read_only && (ret = vhdx_log_replay_to_file(img)) < 0)
+		return ret;
+	if ((ret = vhdx_read_regions(img)) < 0 ||
 	    (ret = vhdx_read_metadata(img)) < 0)
 		return ret;
 	if (img->fp_flags & VHDX_FP_HAS_PARENT) {
@@ -41,7 +52,9 @@ static int open_steps(struct vhdx_image *img)
 			 "yet");
 		return -EOPNOTSUPP;
 	}
-	return vhdx_read_bat(img);
+	if ((ret = vhdx_read_bat(img)) < 0)
+		return ret;
+	return img->read_only ? 0 : vhdx_write_init(img);
 }
 
 static void image_free(struct vhdx_image *img)
@@ -50,7 +63,9 @@ static void image_free(struct vhdx_image *img)
 	free(img->bat);
 	free(img->extents);
 	free(img->parent_locator);
+	free(img->dirty);
 	pthread_rwlock_destroy(&img->lock);
+	pthread_mutex_destroy(&img->meta_lock);
 	free(img);
 }
 
@@ -70,12 +85,8 @@ int vhdx_open(struct vhdx_image **out, const struct vhdx_io *io,
 		img->msg_opaque = opts->msg_opaque;
 	}
 	pthread_rwlock_init(&img->lock, NULL);
-	if (!(img->flags & VHDX_OPEN_RDONLY)) {
-		vhdx_err(img, "read-write access is not supported by this "
-			      "version of the library");
-		image_free(img);
-		return -EROFS;
-	}
+	pthread_mutex_init(&img->meta_lock, NULL);
+	img->read_only = img->flags & VHDX_OPEN_RDONLY;
 	ret = open_steps(img);
 	if (ret < 0) {
 		image_free(img);
@@ -87,9 +98,14 @@ int vhdx_open(struct vhdx_image **out, const struct vhdx_io *io,
 
 int vhdx_close(struct vhdx_image *img)
 {
-	if (img)
-		image_free(img);
-	return 0;
+	int ret = 0;
+
+	if (!img)
+		return 0;
+	if (!(img->flags & VHDX_OPEN_RDONLY))
+		ret = vhdx_write_close(img);
+	image_free(img);
+	return ret;
 }
 
 uint64_t vhdx_virtual_size(const struct vhdx_image *img)

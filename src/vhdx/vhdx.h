@@ -92,7 +92,11 @@ struct vhdx_info {
 int vhdx_open(struct vhdx_image **out, const struct vhdx_io *io,
 	      const struct vhdx_open_opts *opts);
 
-/* Close the image and free it.  Returns 0 or the first error seen. */
+/*
+ * Close the image and free it.  A read-write image is flushed and its log
+ * marked empty first.  Returns 0 or the first error seen (the image is freed
+ * either way).
+ */
 int vhdx_close(struct vhdx_image *img);
 
 /* Fill *info.  Never fails. */
@@ -107,6 +111,27 @@ uint64_t vhdx_virtual_size(const struct vhdx_image *img);
  * negative errno.  Safe to call from several threads at once.
  */
 long vhdx_read(struct vhdx_image *img, void *buf, size_t len, uint64_t off);
+
+/*
+ * Write len bytes at off.  A write that starts at or past the end of the
+ * disk fails with -ENOSPC; one that crosses it is truncated.  Returns the
+ * number of bytes written or a negative errno (-EROFS on a read-only image,
+ * or after a metadata write failed and the image was switched read-only).
+ * Safe to call from several threads at once, also with vhdx_read.
+ *
+ * Durability: data and metadata written before a successful vhdx_flush or
+ * vhdx_close survive a crash.  Between those points the image is consistent
+ * at every instant; a write not yet flushed reads back after a crash either
+ * as before or as written.
+ */
+long vhdx_write(struct vhdx_image *img, const void *buf, size_t len,
+		uint64_t off);
+
+/* Make everything written so far durable (data, BAT, log).  0 or -errno. */
+int vhdx_flush(struct vhdx_image *img);
+
+/* Nonzero if writes are refused (opened read-only, or after an error). */
+int vhdx_is_read_only(const struct vhdx_image *img);
 
 /* Text of a payload block state, e.g. "FULLY_PRESENT". */
 const char *vhdx_block_state_name(unsigned int state);

@@ -1,0 +1,225 @@
+/*
+ * journal.c - writing metadata through the log (fmt §12.6).
+ *
+ * Strategy ("session log"): one LogGuid per stretch of the ring.  Entries
+ * are appended one after another, each with Tail = its own offset, and each
+ * is applied in place right after it is flushed.  Before an entry is
+ * written, the previous entry's in-place writes are flushed, so the newest
+ * valid entry always describes the current on-disk metadata and replaying it
+ * is harmless.  When the ring is full the LogGuid is rotated, which makes
+ * every older entry invalid at once; the log is therefore never overwritten
+ * in place under a live GUID, and a torn entry cannot expose a stale one.
+ */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+/* Descriptors in one entry: fills the first descriptor sector. */
+#define JOURNAL_MAX_DESC 126u
+
+void vhdx_set_broken(struct vhdx_image *img, int err, const char *what)
+{
+	if (img->broken)
+		return;
+	img->broken = err;
+	img->read_only = true;
+	vhdx_err(img,
+		 "%s failed: %s; the image is now read-only to keep it "
+		 "consistent",
+		 what, strerror(-err));
+}
+
+/* The on-disk image of BAT sector s, from the in-memory BAT. */
+static void bat_sector_image(struct vhdx_image *img, uint64_t s, uint8_t *out)
+{
+	uint64_t per = VHDX_LOG_SECTOR_SIZE / VHDX_BAT_ENTRY_SIZE;
+
+	pthread_rwlock_rdlock(&img->lock);
+	for (uint64_t k = 0; k < per; k++) {
+		uint64_t i = s * per + k;
+
+		le64_put(out + k * 8, i < img->bat_entries ? img->bat[i] : 0);
+	}
+	pthread_rwlock_unlock(&img->lock);
+}
+
+static int flush_applied(struct vhdx_image *img)
+{
+	int ret;
+
+	if (!img->apply_unflushed)
+		return 0;
+	ret = img->io.flush(img->io.opaque);
+	if (ret < 0)
+		return ret;
+	img->apply_unflushed = false;
+	return 0;
+}
+
+/* Start a fresh stretch of log under a new LogGuid. */
+static int log_rotate(struct vhdx_image *img)
+{
+	uint8_t guid[16];
+	int ret;
+
+	ret = flush_applied(img);
+	if (ret < 0)
+		return ret;
+	vhdx_guid_generate(guid);
+	ret = vhdx_header_update(img, guid, false);
+	if (ret < 0)
+		return ret;
+	img->log_active = true;
+	img->log_pos = 0;
+	img->log_seq = 1;
+	return 0;
+}
+
+/* Build the entry for sectors[0..n) into buf (n + 1 log sectors). */
+static void build_entry(struct vhdx_image *img, const uint64_t *sectors,
+			uint32_t n, uint8_t *buf)
+{
+	uint32_t len = (n + 1) * VHDX_LOG_SECTOR_SIZE;
+	uint64_t seq = img->log_seq;
+	uint8_t *h = buf;
+
+	memset(buf, 0, VHDX_LOG_SECTOR_SIZE);
+	memcpy(h, VHDX_LOG_ENTRY_SIG, 4);
+	le32_put(h + VHDX_LE_ENTRY_LENGTH, len);
+	le32_put(h + VHDX_LE_TAIL, (uint32_t)img->log_pos);
+	le64_put(h + VHDX_LE_SEQ, seq);
+	le32_put(h + VHDX_LE_DESC_COUNT, n);
+	memcpy(h + VHDX_LE_LOG_GUID, img->log_guid, 16);
+	le64_put(h + VHDX_LE_FLUSHED_FILE_OFFSET, img->flushed_size);
+	le64_put(h + VHDX_LE_LAST_FILE_OFFSET, img->alloc_end);
+	for (uint32_t k = 0; k < n; k++) {
+		uint8_t *d = buf + VHDX_LE_HEADER_SIZE + k * VHDX_LOG_DESC_SIZE;
+		uint8_t *ds = buf + (size_t)(k + 1) * VHDX_LOG_SECTOR_SIZE;
+		uint8_t img4k[VHDX_LOG_SECTOR_SIZE];
+
+		bat_sector_image(img, sectors[k], img4k);
+		memcpy(d, VHDX_LOG_DESC_DATA_SIG, 4);
+		memcpy(d + VHDX_LD_TRAILING, img4k + VHDX_LS_SEQ_LOW, 4);
+		memcpy(d + VHDX_LD_LEADING, img4k, 8);
+		le64_put(d + VHDX_LD_FILE_OFFSET,
+			 img->bat_offset + sectors[k] * VHDX_LOG_SECTOR_SIZE);
+		le64_put(d + VHDX_LD_SEQ, seq);
+		memcpy(ds, VHDX_LOG_DATA_SIG, 4);
+		le32_put(ds + VHDX_LS_SEQ_HIGH, (uint32_t)(seq >> 32));
+		memcpy(ds + VHDX_LS_DATA, img4k + 8, VHDX_LS_DATA_LEN);
+		le32_put(ds + VHDX_LS_SEQ_LOW, (uint32_t)seq);
+	}
+	le32_put(h + VHDX_LE_CHECKSUM, vhdx_crc32c(buf, len));
+}
+
+/* Write the sector images of a flushed entry to their home locations. */
+static int apply_entry(struct vhdx_image *img, const uint64_t *sectors,
+		       uint32_t n, const uint8_t *buf)
+{
+	for (uint32_t k = 0; k < n; k++) {
+		const uint8_t *d =
+		    buf + VHDX_LE_HEADER_SIZE + k * VHDX_LOG_DESC_SIZE;
+		const uint8_t *ds =
+		    buf + (size_t)(k + 1) * VHDX_LOG_SECTOR_SIZE;
+		uint8_t img4k[VHDX_LOG_SECTOR_SIZE];
+		int ret;
+
+		memcpy(img4k, d + VHDX_LD_LEADING, 8);
+		memcpy(img4k + 8, ds + VHDX_LS_DATA, VHDX_LS_DATA_LEN);
+		memcpy(img4k + VHDX_LS_SEQ_LOW, d + VHDX_LD_TRAILING, 4);
+		ret = img->io.pwrite(
+		    img->io.opaque, img4k, VHDX_LOG_SECTOR_SIZE,
+		    img->bat_offset + sectors[k] * VHDX_LOG_SECTOR_SIZE);
+		if (ret < 0)
+			return ret;
+	}
+	img->apply_unflushed = true;
+	return 0;
+}
+
+/* Journal and apply one entry holding sectors[0..n). */
+static int commit_entry(struct vhdx_image *img, const uint64_t *sectors,
+			uint32_t n, uint8_t *buf)
+{
+	uint64_t len = (uint64_t)(n + 1) * VHDX_LOG_SECTOR_SIZE;
+	int ret;
+
+	if (len > img->log_length)
+		return -ENOSPC; /* cannot happen: 1 MiB log, 127 sectors */
+	if (!img->log_active || img->log_pos + len > img->log_length) {
+		ret = log_rotate(img);
+		if (ret < 0)
+			return ret;
+	}
+	ret = flush_applied(img);
+	if (ret < 0)
+		return ret;
+	build_entry(img, sectors, n, buf);
+	ret = img->io.pwrite(img->io.opaque, buf, (size_t)len,
+			     img->log_offset + img->log_pos);
+	if (ret == 0)
+		ret = img->io.flush(img->io.opaque);
+	if (ret == 0)
+		ret = apply_entry(img, sectors, n, buf);
+	if (ret < 0)
+		return ret;
+	img->log_pos += len;
+	img->log_seq++;
+	return 0;
+}
+
+int vhdx_journal_commit(struct vhdx_image *img)
+{
+	uint64_t sectors[JOURNAL_MAX_DESC];
+	uint64_t n_sectors =
+	    (img->bat_length + VHDX_LOG_SECTOR_SIZE - 1) / VHDX_LOG_SECTOR_SIZE;
+	uint8_t *buf;
+	int ret = 0;
+
+	if (img->broken)
+		return img->broken;
+	if (!img->n_dirty)
+		return 0;
+	buf = malloc((JOURNAL_MAX_DESC + 1) * VHDX_LOG_SECTOR_SIZE);
+	if (!buf)
+		return -ENOMEM;
+	for (uint64_t s = 0; s < n_sectors && img->n_dirty;) {
+		uint32_t n = 0;
+
+		for (; s < n_sectors && n < JOURNAL_MAX_DESC; s++)
+			if (img->dirty[s])
+				sectors[n++] = s;
+		if (!n)
+			continue;
+		ret = commit_entry(img, sectors, n, buf);
+		if (ret < 0) {
+			vhdx_set_broken(img, ret, "log write");
+			break;
+		}
+		for (uint32_t k = 0; k < n; k++)
+			img->dirty[sectors[k]] = 0;
+		img->n_dirty -= n;
+	}
+	free(buf);
+	return ret;
+}
+
+int vhdx_journal_close(struct vhdx_image *img)
+{
+	static const uint8_t zero[16];
+	int ret;
+
+	if (!img->log_active || img->broken)
+		return img->broken;
+	ret = flush_applied(img);
+	if (ret < 0) {
+		vhdx_set_broken(img, ret, "flush");
+		return ret;
+	}
+	ret = vhdx_header_update(img, zero, false);
+	if (ret < 0)
+		return ret;
+	img->log_active = false;
+	return 0;
+}

@@ -1,0 +1,198 @@
+/*
+ * write.c - the write path (fmt §10.3): in-place writes into present
+ * blocks, allocation of new blocks at the end of the file, and the flush
+ * that makes data and metadata durable.
+ *
+ * Ordering: a new block's space is made part of the file (ftruncate, which
+ * reads as zeros) before its BAT entry is published in memory; BAT sectors
+ * are journaled only by vhdx_journal_commit, after a flush of the data, so
+ * no on-disk metadata ever points at space that is not durable.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+int vhdx_is_read_only(const struct vhdx_image *img)
+{
+	return img->read_only;
+}
+
+/* First write of the session: new FileWriteGuid, DataWriteGuid, LogGuid. */
+static int ensure_session(struct vhdx_image *img)
+{
+	uint8_t guid[16];
+	int ret = 0;
+
+	pthread_mutex_lock(&img->meta_lock);
+	if (img->broken) {
+		ret = -EROFS;
+	} else if (!img->data_guid_renewed) {
+		vhdx_guid_generate(guid);
+		ret = vhdx_header_update(img, guid, true);
+		if (ret == 0) {
+			img->data_guid_renewed = true;
+			img->log_active = true;
+			img->log_pos = 0;
+			img->log_seq = 1;
+		}
+	}
+	pthread_mutex_unlock(&img->meta_lock);
+	return ret;
+}
+
+static void mark_dirty(struct vhdx_image *img, uint64_t idx)
+{
+	uint64_t s = idx * VHDX_BAT_ENTRY_SIZE / VHDX_LOG_SECTOR_SIZE;
+
+	if (!img->dirty[s]) {
+		img->dirty[s] = 1;
+		img->n_dirty++;
+	}
+}
+
+/* Give payload block pb file space; returns its BAT entry.  meta_lock held. */
+static int alloc_block(struct vhdx_image *img, uint64_t pb, uint64_t *entry)
+{
+	uint64_t idx = vhdx_bat_payload_index(&img->g, pb);
+	uint64_t e = img->bat[idx];
+	uint64_t off = img->alloc_end;
+	uint64_t end = off + img->g.block_size;
+	int ret;
+
+	if ((e & VHDX_BAT_STATE_MASK) == VHDX_BLOCK_FULLY_PRESENT) {
+		*entry = e; /* another thread allocated it meanwhile */
+		return 0;
+	}
+	if (end > VHDX_MAX_OFF || end < off)
+		return -EFBIG;
+	ret = img->io.truncate(img->io.opaque, end);
+	if (ret < 0)
+		return ret;
+	img->alloc_end = end;
+	img->file_size = end;
+	e = off | VHDX_BLOCK_FULLY_PRESENT;
+	pthread_rwlock_wrlock(&img->lock);
+	img->state_count[img->bat[idx] & VHDX_BAT_STATE_MASK]--;
+	img->state_count[VHDX_BLOCK_FULLY_PRESENT]++;
+	img->bat[idx] = e;
+	pthread_rwlock_unlock(&img->lock);
+	mark_dirty(img, idx);
+	*entry = e;
+	return 0;
+}
+
+/* Write part of one payload block. */
+static int write_in_block(struct vhdx_image *img, const uint8_t *buf,
+			  size_t len, uint64_t off)
+{
+	uint64_t pb = off / img->g.block_size;
+	uint64_t idx = vhdx_bat_payload_index(&img->g, pb);
+	uint64_t e;
+	int ret = 0;
+
+	pthread_rwlock_rdlock(&img->lock);
+	e = img->bat[idx];
+	pthread_rwlock_unlock(&img->lock);
+	if ((e & VHDX_BAT_STATE_MASK) != VHDX_BLOCK_FULLY_PRESENT) {
+		pthread_mutex_lock(&img->meta_lock);
+		ret = img->broken ? -EROFS : alloc_block(img, pb, &e);
+		pthread_mutex_unlock(&img->meta_lock);
+		if (ret < 0)
+			return ret;
+	}
+	return img->io.pwrite(img->io.opaque, buf, len,
+			      (e & VHDX_BAT_OFFSET_MASK) +
+				  off % img->g.block_size);
+}
+
+long vhdx_write(struct vhdx_image *img, const void *buf, size_t len,
+		uint64_t off)
+{
+	uint64_t vsize = img->g.virtual_size;
+	const uint8_t *p = buf;
+	size_t done = 0;
+	int ret;
+
+	if (img->read_only)
+		return -EROFS;
+	if (off >= vsize)
+		return len ? -ENOSPC : 0;
+	if (len > vsize - off)
+		len = (size_t)(vsize - off);
+	if (len > LONG_MAX)
+		len = LONG_MAX;
+	ret = ensure_session(img);
+	if (ret < 0)
+		return ret;
+	while (done < len) {
+		uint64_t o = off + done;
+		uint64_t left = img->g.block_size - o % img->g.block_size;
+		size_t n = len - done < left ? len - done : (size_t)left;
+
+		ret = write_in_block(img, p + done, n, o);
+		if (ret < 0)
+			return done ? (long)done : ret;
+		done += n;
+	}
+	return (long)done;
+}
+
+/* Flush data, then journal the dirty BAT sectors.  meta_lock held. */
+static int flush_locked(struct vhdx_image *img)
+{
+	int ret = img->io.flush(img->io.opaque);
+
+	if (ret < 0)
+		return ret;
+	img->apply_unflushed = false;
+	img->flushed_size = img->file_size & ~(VHDX_ALIGN - 1);
+	return vhdx_journal_commit(img);
+}
+
+int vhdx_flush(struct vhdx_image *img)
+{
+	int ret = 0;
+
+	if (img->flags & VHDX_OPEN_RDONLY)
+		return 0;
+	pthread_mutex_lock(&img->meta_lock);
+	if (img->broken)
+		ret = img->broken;
+	else if (img->session_started)
+		ret = flush_locked(img);
+	pthread_mutex_unlock(&img->meta_lock);
+	return ret;
+}
+
+/* Clean close of a read-write session: flush, then mark the log empty. */
+int vhdx_write_close(struct vhdx_image *img)
+{
+	int ret = 0;
+
+	pthread_mutex_lock(&img->meta_lock);
+	if (img->session_started && !img->broken) {
+		ret = flush_locked(img);
+		if (ret == 0)
+			ret = vhdx_journal_close(img);
+	}
+	if (ret == 0 && img->broken)
+		ret = img->broken;
+	pthread_mutex_unlock(&img->meta_lock);
+	return ret;
+}
+
+/* Prepare the in-memory state for writing (after a successful open). */
+int vhdx_write_init(struct vhdx_image *img)
+{
+	uint64_t n_sectors =
+	    (img->bat_length + VHDX_LOG_SECTOR_SIZE - 1) / VHDX_LOG_SECTOR_SIZE;
+
+	img->dirty = calloc(n_sectors ? n_sectors : 1, 1);
+	if (!img->dirty)
+		return -ENOMEM;
+	img->alloc_end = (img->eff_size + VHDX_ALIGN - 1) & ~(VHDX_ALIGN - 1);
+	img->flushed_size = img->file_size & ~(VHDX_ALIGN - 1);
+	return 0;
+}
