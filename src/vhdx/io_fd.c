@@ -3,6 +3,7 @@
  * pread/pwrite/fdatasync/ftruncate.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -84,6 +85,16 @@ static int fd_size(void *opaque, uint64_t *size)
 	return 0;
 }
 
+static int fd_allocate(void *opaque, uint64_t off, uint64_t len)
+{
+	if (off > VHDX_MAX_OFF || len > VHDX_MAX_OFF - off)
+		return -EINVAL;
+	if (fallocate(*(int *)opaque, 0, (off_t)off, (off_t)len) == 0)
+		return 0;
+	/* file systems without fallocate: the space stays sparse */
+	return errno == EOPNOTSUPP ? 0 : -errno;
+}
+
 void vhdx_io_fd_init(struct vhdx_io *io, int *fdp)
 {
 	io->opaque = fdp;
@@ -92,4 +103,5 @@ void vhdx_io_fd_init(struct vhdx_io *io, int *fdp)
 	io->flush = fd_flush;
 	io->truncate = fd_truncate;
 	io->size = fd_size;
+	io->allocate = fd_allocate;
 }

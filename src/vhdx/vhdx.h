@@ -25,6 +25,8 @@ struct vhdx_io {
 	int (*flush)(void *opaque);
 	int (*truncate)(void *opaque, uint64_t size);
 	int (*size)(void *opaque, uint64_t *size);
+	/* optional (may be NULL): reserve space, reading as zeros */
+	int (*allocate)(void *opaque, uint64_t off, uint64_t len);
 };
 
 /* Backend on an open file descriptor (pread/pwrite/fdatasync/ftruncate). */
@@ -132,6 +134,31 @@ int vhdx_flush(struct vhdx_image *img);
 
 /* Nonzero if writes are refused (opened read-only, or after an error). */
 int vhdx_is_read_only(const struct vhdx_image *img);
+
+/* ---- creating images ---- */
+
+enum vhdx_type {
+	VHDX_TYPE_DYNAMIC = 0,
+	VHDX_TYPE_FIXED = 1,
+};
+
+struct vhdx_create_opts {
+	enum vhdx_type type;
+	uint64_t virtual_size;	  /* bytes, a multiple of logical_sector */
+	uint32_t block_size;	  /* 0: chosen from the size like Hyper-V */
+	uint32_t logical_sector;  /* 0: 512 */
+	uint32_t physical_sector; /* 0: 4096 */
+	uint32_t log_size;	  /* 0: 1 MiB */
+	const char *creator;	  /* NULL: "vhdxfuse <version>" */
+	vhdx_msg_fn msg;	  /* reasons for refusing the options */
+	void *msg_opaque;
+};
+
+/*
+ * Write a new, empty image through io (whose file must be empty).  Returns
+ * 0 or a negative errno (-EINVAL with a message for invalid options).
+ */
+int vhdx_create(const struct vhdx_io *io, const struct vhdx_create_opts *o);
 
 /* Text of a payload block state, e.g. "FULLY_PRESENT". */
 const char *vhdx_block_state_name(unsigned int state);
