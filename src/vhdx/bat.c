@@ -168,6 +168,8 @@ static int check_entry(struct vhdx_image *img, uint64_t i, uint64_t *len)
 static int check_locations(struct vhdx_image *img, struct used_block *u,
 			   size_t n)
 {
+	if (!n)
+		return 0;
 	qsort(u, n, sizeof(*u), cmp_used);
 	for (size_t k = 0; k < n; k++) {
 		uint64_t s = u[k].start, l = u[k].length;
@@ -260,19 +262,24 @@ int vhdx_read_bat(struct vhdx_image *img)
 			 img->g.block_size);
 		return -EINVAL;
 	}
-	img->bat = malloc(img->bat_length);
+	/*
+	 * Entries past the last block's chunk are unused: load only what the
+	 * geometry needs, so memory follows the disk, not the region length.
+	 */
+	used = vhdx_bat_alloc_entries(&img->g);
+	if (used > img->bat_entries)
+		used = img->bat_entries;
+	img->bat_entries = used;
+	img->bat = malloc(used * VHDX_BAT_ENTRY_SIZE);
 	if (!img->bat)
 		return -ENOMEM;
-	ret = vhdx_file_read(img, img->bat, img->bat_length, img->bat_offset);
+	ret = vhdx_file_read(img, img->bat, used * VHDX_BAT_ENTRY_SIZE,
+			     img->bat_offset);
 	if (ret < 0) {
 		vhdx_err(img, "BAT: read failed: %s", strerror(-ret));
 		return ret;
 	}
-	for (uint64_t i = 0; i < img->bat_entries; i++)
+	for (uint64_t i = 0; i < used; i++)
 		img->bat[i] = le64_get((const uint8_t *)&img->bat[i]);
-	/* entries past the last block (and its chunk's bitmap) are unused */
-	used = vhdx_bat_alloc_entries(&img->g);
-	if (used > img->bat_entries)
-		used = img->bat_entries;
 	return validate_bat(img, used);
 }

@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "config.h"
 #include "internal.h"
 
 struct layout {

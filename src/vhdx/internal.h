@@ -228,4 +228,15 @@ void vhdx_set_broken(struct vhdx_image *img, int err, const char *what);
 int vhdx_extent_add(struct vhdx_image *img, uint64_t start, uint64_t length,
 		    const char *what);
 
+/* ---- inspect/check (inspect.c, check.c) ---- */
+
+/* Signature, checksum and entry count of a 64 KiB region table copy. */
+bool vhdx_region_table_ok(const uint8_t *t);
+/*
+ * Read both region table copies (2 x 64 KiB into buf, through the log) and
+ * say which are valid.  0 or -errno.
+ */
+int vhdx_region_tables_read(struct vhdx_image *img, uint8_t *buf,
+			    bool valid[2]);
+
 #endif /* VHDX_INTERNAL_H */

@@ -15,7 +15,18 @@ struct log_ctx {
 	uint8_t *buf; /* LogLength bytes */
 	uint32_t len; /* LogLength */
 	const uint8_t *guid;
+	uint64_t crc_budget; /* bytes the scan may still checksum */
 };
+
+/*
+ * The scan checksums each candidate entry.  Real logs cost about one pass;
+ * a crafted log of overlapping full-length entries would cost LogLength
+ * squared, so the work is capped and such a log is refused.
+ */
+#define LOG_CRC_PASSES 16
+
+/* Largest log this implementation reads (it is read whole). */
+#define LOG_MAX_LENGTH (256 * MiB)
 
 /* A validated entry. */
 struct log_entry {
@@ -90,6 +101,10 @@ static bool entry_descs_ok(const struct log_ctx *c, const struct log_entry *e)
 		    off % VHDX_LOG_SECTOR_SIZE || span % VHDX_LOG_SECTOR_SIZE ||
 		    off < VHDX_REGION1_OFFSET || off > VHDX_MAX_OFF - span)
 			return false;
+		/* the log never describes writes into itself */
+		if (off < c->img->log_offset + c->len &&
+		    c->img->log_offset < off + span)
+			return false;
 		if (!is_data)
 			continue;
 		if ((e->desc_sectors + data + 1) * VHDX_LOG_SECTOR_SIZE >
@@ -108,12 +123,17 @@ static bool entry_descs_ok(const struct log_ctx *c, const struct log_entry *e)
 	return true;
 }
 
-static bool entry_crc_ok(const struct log_ctx *c, const struct log_entry *e)
+static bool entry_crc_ok(struct log_ctx *c, const struct log_entry *e)
 {
 	const uint8_t *h = log_sector(c, e->pos);
 	uint32_t crc = vhdx_crc32c_update(0xFFFFFFFFu, h, VHDX_LE_CHECKSUM);
 	static const uint8_t zero[4];
 
+	if (c->crc_budget < e->length) {
+		c->crc_budget = 0;
+		return false;
+	}
+	c->crc_budget -= e->length;
 	crc = vhdx_crc32c_update(crc, zero, 4);
 	crc = vhdx_crc32c_update(crc, h + 8, VHDX_LOG_SECTOR_SIZE - 8);
 	for (uint32_t o = VHDX_LOG_SECTOR_SIZE; o < e->length;
@@ -123,8 +143,7 @@ static bool entry_crc_ok(const struct log_ctx *c, const struct log_entry *e)
 	return ~crc == le32_get(h + VHDX_LE_CHECKSUM);
 }
 
-static bool entry_valid(const struct log_ctx *c, uint32_t pos,
-			struct log_entry *e)
+static bool entry_valid(struct log_ctx *c, uint32_t pos, struct log_entry *e)
 {
 	return entry_header_ok(c, pos, e) && entry_descs_ok(c, e) &&
 	       entry_crc_ok(c, e);
@@ -153,8 +172,7 @@ static int seq_push(struct log_seq *s, const struct log_entry *e)
 }
 
 /* Collect the run of valid, consecutive entries starting at pos. */
-static int collect_run(const struct log_ctx *c, uint32_t pos,
-		       struct log_seq *run)
+static int collect_run(struct log_ctx *c, uint32_t pos, struct log_seq *run)
 {
 	uint64_t total = 0;
 	struct log_entry e;
@@ -190,8 +208,7 @@ static long run_tail_index(const struct log_seq *run)
  * Find the active sequence: the complete run whose head has the highest
  * sequence number.  *any_valid says whether any valid entry was seen.
  */
-static int find_active(const struct log_ctx *c, struct log_seq *best,
-		       bool *any_valid)
+static int find_active(struct log_ctx *c, struct log_seq *best, bool *any_valid)
 {
 	struct log_seq run = {0};
 	uint64_t best_seq = 0;
@@ -223,6 +240,11 @@ static int find_active(const struct log_ctx *c, struct log_seq *best,
 			pos += run.v[i].length;
 	}
 	free(run.v);
+	if (ret == 0 && c->crc_budget == 0) {
+		vhdx_err(c->img, "log: too many overlapping entry candidates "
+				 "(scan limit reached); refusing the log");
+		ret = -EINVAL;
+	}
 	return ret;
 }
 
@@ -316,6 +338,8 @@ static void overlay_finish(struct vhdx_image *img)
 {
 	size_t w = 0;
 
+	if (!img->ov_count)
+		return;
 	for (size_t i = 0; i < img->ov_count; i++)
 		img->ov[i].rank = i;
 	qsort(img->ov, img->ov_count, sizeof(*img->ov), cmp_ov);
@@ -356,9 +380,17 @@ static int log_read(struct vhdx_image *img, struct log_ctx *c)
 			 (unsigned long long)img->file_size);
 		return -EINVAL;
 	}
+	if (img->log_length > LOG_MAX_LENGTH) {
+		vhdx_err(img,
+			 "log: %u bytes is larger than this implementation "
+			 "reads (%llu MiB)",
+			 img->log_length, LOG_MAX_LENGTH / MiB);
+		return -EOPNOTSUPP;
+	}
 	c->img = img;
 	c->len = img->log_length;
 	c->guid = img->log_guid;
+	c->crc_budget = (uint64_t)LOG_CRC_PASSES * c->len;
 	c->buf = malloc(c->len);
 	if (!c->buf)
 		return -ENOMEM;

@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "config.h"
 #include "internal.h"
 
 const char *vhdx_version(void)

@@ -105,12 +105,12 @@ static int region_entry(struct vhdx_image *img, const uint8_t *e,
 			 idx, gs, what, (unsigned long long)off, len);
 		return -EINVAL;
 	}
-	if (off + len > img->eff_size) {
+	if (off + len > img->file_size) {
 		vhdx_err(img,
 			 "region table: %s at 0x%llx (0x%x bytes) extends past "
 			 "the end of the file (%llu bytes): truncated image?",
 			 what, (unsigned long long)off, len,
-			 (unsigned long long)img->eff_size);
+			 (unsigned long long)img->file_size);
 		return -EINVAL;
 	}
 	if (is_bat) {

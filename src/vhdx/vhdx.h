@@ -78,7 +78,7 @@ struct vhdx_info {
 	int log_replayed;	    /* a dirty log was replayed at open */
 	int current_header;	    /* 1 or 2 */
 	uint64_t header_seq;	    /* sequence number of the current header */
-	uint64_t bat_entries;	    /* entries in the BAT region */
+	uint64_t bat_entries;	    /* BAT entries the geometry uses */
 	uint64_t payload_blocks;    /* N */
 	uint64_t chunk_ratio;	    /* CR */
 	uint64_t state_count[8];    /* payload entries per state */
