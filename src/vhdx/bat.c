@@ -174,7 +174,15 @@ static int check_locations(struct vhdx_image *img, struct used_block *u,
 	for (size_t k = 0; k < n; k++) {
 		uint64_t s = u[k].start, l = u[k].length;
 
-		if (s < VHDX_ALIGN || s > VHDX_MAX_OFF - l ||
+		if (s < VHDX_HEADER_SECTION_SIZE) {
+			vhdx_err(img,
+				 "BAT: entry %llu points to 0x%llx, inside the "
+				 "header section",
+				 (unsigned long long)u[k].index,
+				 (unsigned long long)s);
+			return -EINVAL;
+		}
+		if (s > VHDX_MAX_OFF - l ||
 		    s + l > img->eff_size) {
 			vhdx_err(img,
 				 "BAT: entry %llu points to 0x%llx (0x%llx "
