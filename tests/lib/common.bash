@@ -236,3 +236,20 @@ loop_partition() {
 	echo "partition $n of $dev did not appear" >&2
 	return 1
 }
+
+# vf_alive [MOUNTPOINT]: fail, with the daemon's exit status and log, if
+# the daemon started by the last vf_mount is gone (crashed or killed), or if
+# MOUNTPOINT is no longer mounted, although the test did not unmount it.
+vf_alive() {
+	local st=0
+	if ! kill -0 "$VF_PID" 2>/dev/null; then
+		wait "$VF_PID" 2>/dev/null || st=$?
+		echo "vhdxfuse (pid $VF_PID) is gone, exit status $st; log:" >&2
+		cat "$T/vhdxfuse.log" >&2
+		return 1
+	fi
+	if [ -n "${1:-}" ] && ! findmnt -rn -M "$1" >/dev/null 2>&1; then
+		echo "$1 was unmounted behind our back (daemon still runs)" >&2
+		return 1
+	fi
+}
