@@ -182,8 +182,7 @@ static int check_locations(struct vhdx_image *img, struct used_block *u,
 				 (unsigned long long)s);
 			return -EINVAL;
 		}
-		if (s > VHDX_MAX_OFF - l ||
-		    s + l > img->eff_size) {
+		if (s > VHDX_MAX_OFF - l || s + l > img->eff_size) {
 			vhdx_err(img,
 				 "BAT: entry %llu points to 0x%llx (0x%llx "
 				 "bytes), outside the file (%llu bytes): "
@@ -219,6 +218,31 @@ static int check_locations(struct vhdx_image *img, struct used_block *u,
 	return 0;
 }
 
+/* A PARTIALLY_PRESENT block needs its chunk's sector bitmap (fmt §8.4). */
+static int check_partial(struct vhdx_image *img, uint64_t used)
+{
+	for (uint64_t i = 0; i < used; i++) {
+		uint64_t sb, pb;
+
+		if ((img->bat[i] & VHDX_BAT_STATE_MASK) !=
+			VHDX_BLOCK_PARTIALLY_PRESENT ||
+		    vhdx_bat_is_bitmap_slot(&img->g, i))
+			continue;
+		pb = i - i / (img->g.chunk_ratio + 1);
+		sb = vhdx_bat_bitmap_index(&img->g, pb);
+		if (sb >= used || (img->bat[sb] & VHDX_BAT_STATE_MASK) !=
+				      VHDX_SB_BLOCK_PRESENT) {
+			vhdx_err(img,
+				 "BAT: block %llu is PARTIALLY_PRESENT but its "
+				 "chunk has no sector bitmap (entry %llu)",
+				 (unsigned long long)pb,
+				 (unsigned long long)sb);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
 static int validate_bat(struct vhdx_image *img, uint64_t used)
 {
 	struct used_block *u = NULL;
@@ -246,7 +270,9 @@ static int validate_bat(struct vhdx_image *img, uint64_t used)
 		    .index = i,
 		};
 	}
-	ret = check_locations(img, u, n);
+	ret = check_partial(img, used);
+	if (ret == 0)
+		ret = check_locations(img, u, n);
 out:
 	free(u);
 	return ret;

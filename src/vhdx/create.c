@@ -24,17 +24,23 @@ static uint64_t round_up(uint64_t v, uint64_t a)
 	return (v + a - 1) / a * a;
 }
 
-/* Default block size: 32 MiB as Hyper-V uses, 1 MiB for tiny disks. */
-static uint32_t default_block_size(uint64_t size)
+/*
+ * Default block size: 32 MiB as Hyper-V uses for base disks, 2 MiB for
+ * differencing disks (its checkpoint default), 1 MiB for tiny disks.
+ */
+static uint32_t default_block_size(const struct vhdx_create_opts *o)
 {
-	return size < 32 * MiB ? (uint32_t)MiB : (uint32_t)(32 * MiB);
+	if (o->virtual_size < 32 * MiB)
+		return (uint32_t)MiB;
+	if (o->type == VHDX_TYPE_DIFFERENCING)
+		return (uint32_t)(2 * MiB);
+	return (uint32_t)(32 * MiB);
 }
 
 static int check_opts(const struct vhdx_create_opts *o, struct layout *l,
 		      struct vhdx_image *sink)
 {
-	uint32_t bs =
-	    o->block_size ? o->block_size : default_block_size(o->virtual_size);
+	uint32_t bs = o->block_size ? o->block_size : default_block_size(o);
 	uint32_t lss = o->logical_sector ? o->logical_sector : 512;
 	uint32_t pss = o->physical_sector ? o->physical_sector : 4096;
 	uint64_t log = o->log_size ? o->log_size : MiB;
@@ -47,8 +53,14 @@ static int check_opts(const struct vhdx_create_opts *o, struct layout *l,
 		      "logical sector size";
 	if (!why && (log % MiB || log > 256 * MiB))
 		why = "log size must be a multiple of 1 MiB, at most 256 MiB";
-	if (!why && o->type != VHDX_TYPE_DYNAMIC && o->type != VHDX_TYPE_FIXED)
+	if (!why && o->type != VHDX_TYPE_DYNAMIC &&
+	    o->type != VHDX_TYPE_FIXED && o->type != VHDX_TYPE_DIFFERENCING)
 		why = "unknown image type";
+	if (!why && o->type == VHDX_TYPE_DIFFERENCING &&
+	    (!o->parent_relative || !*o->parent_relative ||
+	     vhdx_guid_is_zero(o->parent_linkage)))
+		why = "a differencing image needs the parent's path and "
+		      "DataWriteGuid";
 	if (why) {
 		vhdx_err(sink, "%s", why);
 		return -EINVAL;
@@ -137,8 +149,112 @@ static uint32_t add_item(uint8_t *m, unsigned int idx, const uint8_t *guid,
 	return off + len;
 }
 
-static void build_metadata(uint8_t *m, const struct layout *l,
-			   const struct vhdx_create_opts *o)
+/* UTF-8 to UTF-16LE; returns bytes written, 0 on invalid or too long. */
+static size_t utf8_to_utf16(const char *s, uint8_t *out, size_t max)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t o = 0;
+
+	while (*p) {
+		uint32_t c;
+		int more;
+
+		if (*p < 0x80) {
+			c = *p;
+			more = 0;
+		} else if ((*p & 0xE0) == 0xC0) {
+			c = *p & 0x1F;
+			more = 1;
+		} else if ((*p & 0xF0) == 0xE0) {
+			c = *p & 0x0F;
+			more = 2;
+		} else if ((*p & 0xF8) == 0xF0) {
+			c = *p & 0x07;
+			more = 3;
+		} else {
+			return 0;
+		}
+		p++;
+		for (; more; more--, p++) {
+			if ((*p & 0xC0) != 0x80)
+				return 0;
+			c = c << 6 | (*p & 0x3F);
+		}
+		if (c >= 0x10000) {
+			if (o + 4 > max)
+				return 0;
+			c -= 0x10000;
+			le16_put(out + o, (uint16_t)(0xD800 | c >> 10));
+			le16_put(out + o + 2, (uint16_t)(0xDC00 | (c & 0x3FF)));
+			o += 4;
+		} else {
+			if (o + 2 > max)
+				return 0;
+			le16_put(out + o, (uint16_t)c);
+			o += 2;
+		}
+	}
+	return o;
+}
+
+/* The parent locator item (fmt §6.3); returns its length, 0 on error. */
+static uint32_t build_locator(uint8_t *pl, size_t max,
+			      const struct vhdx_create_opts *o)
+{
+	static const uint8_t type[16] = VHDX_GUID_PARENT_LOCATOR_TYPE;
+	char linkage[VHDX_GUID_STR_LEN + 2];
+	const char *keys[3] = {"parent_linkage", "relative_path",
+			       "absolute_win32_path"};
+	const char *vals[3];
+	unsigned int n = o->parent_absolute ? 3 : 2;
+	size_t off = VHDX_PL_HEADER_SIZE + n * VHDX_PL_ENTRY_SIZE;
+
+	linkage[0] = '{';
+	vhdx_guid_to_str(o->parent_linkage, linkage + 1);
+	strcat(linkage, "}");
+	vals[0] = linkage;
+	vals[1] = o->parent_relative;
+	vals[2] = o->parent_absolute;
+	memcpy(pl + VHDX_PL_TYPE, type, 16);
+	le16_put(pl + VHDX_PL_KEY_VALUE_COUNT, (uint16_t)n);
+	for (unsigned int i = 0; i < n; i++) {
+		uint8_t *e = pl + VHDX_PL_HEADER_SIZE + i * VHDX_PL_ENTRY_SIZE;
+		size_t kl = utf8_to_utf16(keys[i], pl + off, max - off);
+		size_t vl =
+		    kl ? utf8_to_utf16(vals[i], pl + off + kl, max - off - kl)
+		       : 0;
+
+		if (!kl || !vl || vl > 0xFFFF)
+			return 0;
+		le32_put(e, (uint32_t)off);
+		le32_put(e + 4, (uint32_t)(off + kl));
+		le16_put(e + 8, (uint16_t)kl);
+		le16_put(e + 10, (uint16_t)vl);
+		off += kl + vl;
+	}
+	return (uint32_t)off;
+}
+
+/* Append the parent locator item as metadata entry 5. */
+static int add_locator(uint8_t *m, uint32_t off,
+		       const struct vhdx_create_opts *o)
+{
+	static const uint8_t pl_id[16] = VHDX_GUID_PARENT_LOCATOR;
+	uint8_t *e = m + VHDX_MT_HEADER_SIZE + 5 * VHDX_MT_ENTRY_SIZE;
+	uint32_t len = build_locator(m + off, 64 * KiB, o);
+
+	if (!len)
+		return -EINVAL;
+	memcpy(e + VHDX_MTE_ITEM_ID, pl_id, 16);
+	le32_put(e + VHDX_MTE_OFFSET, off);
+	le32_put(e + VHDX_MTE_LENGTH, len);
+	le32_put(e + VHDX_MTE_FLAGS, VHDX_MT_FLAG_IS_REQUIRED);
+	le16_put(m + VHDX_MT_ENTRY_COUNT, 6);
+	return 0;
+}
+
+static int build_metadata(uint8_t *m, const struct layout *l,
+			  const struct vhdx_create_opts *o)
 {
 	static const uint8_t fp_id[16] = VHDX_GUID_FILE_PARAMETERS;
 	static const uint8_t vs_id[16] = VHDX_GUID_VIRTUAL_DISK_SIZE;
@@ -147,15 +263,19 @@ static void build_metadata(uint8_t *m, const struct layout *l,
 	static const uint8_t ps_id[16] = VHDX_GUID_PHYSICAL_SECTOR_SIZE;
 	const uint32_t req = VHDX_MT_FLAG_IS_REQUIRED;
 	const uint32_t vreq = req | VHDX_MT_FLAG_IS_VIRTUAL_DISK;
-	uint8_t fp[8], vs[8], id[16], ls[4], ps[4];
+	uint8_t fp[8] = {0}, vs[8], id[16], ls[4], ps[4];
 	uint32_t off = VHDX_METADATA_TABLE_SIZE;
 
 	le32_put(fp, l->g.block_size);
-	le32_put(fp + 4, o->type == VHDX_TYPE_FIXED
-			     ? VHDX_FP_LEAVE_BLOCKS_ALLOCATED
-			     : 0);
+	if (o->type == VHDX_TYPE_FIXED)
+		le32_put(fp + 4, VHDX_FP_LEAVE_BLOCKS_ALLOCATED);
+	else if (o->type == VHDX_TYPE_DIFFERENCING)
+		le32_put(fp + 4, VHDX_FP_HAS_PARENT);
 	le64_put(vs, l->g.virtual_size);
-	vhdx_guid_generate(id);
+	if (o->type == VHDX_TYPE_DIFFERENCING)
+		memcpy(id, o->disk_id, 16); /* IsVirtualDisk: the parent's */
+	else
+		vhdx_guid_generate(id);
 	le32_put(ls, l->g.logical_sector);
 	le32_put(ps, o->physical_sector ? o->physical_sector : 4096);
 	memcpy(m, VHDX_METADATA_SIG, 8);
@@ -164,7 +284,10 @@ static void build_metadata(uint8_t *m, const struct layout *l,
 	off = add_item(m, 1, vs_id, vreq, off, vs, 8);
 	off = add_item(m, 2, id_id, vreq, off, id, 16);
 	off = add_item(m, 3, ls_id, vreq, off, ls, 4);
-	add_item(m, 4, ps_id, vreq, off, ps, 4);
+	off = add_item(m, 4, ps_id, vreq, off, ps, 4);
+	if (o->type == VHDX_TYPE_DIFFERENCING)
+		return add_locator(m, off, o);
+	return 0;
 }
 
 /* BAT of a fixed image: block i at data_offset + i * block_size. */
@@ -212,8 +335,13 @@ int vhdx_create(const struct vhdx_io *io, const struct vhdx_create_opts *o)
 	if (ret < 0)
 		goto out;
 	memset(buf, 0, VHDX_HEADER_SECTION_SIZE);
-	build_metadata(buf, &l, o);
-	ret = io->pwrite(io->opaque, buf, VHDX_METADATA_TABLE_SIZE + 64,
+	ret = build_metadata(buf, &l, o);
+	if (ret < 0) {
+		vhdx_err(&sink, "parent locator: the parent's paths are not "
+				"valid UTF-8 or too long");
+		goto out;
+	}
+	ret = io->pwrite(io->opaque, buf, 2 * VHDX_METADATA_TABLE_SIZE,
 			 l.meta_offset);
 	if (ret == 0 && o->type == VHDX_TYPE_FIXED)
 		ret = write_fixed_bat(io, &l);

@@ -82,6 +82,9 @@ uint64_t vhdx_bat_min_entries(const struct vhdx_geom *g, bool differencing);
 /* BAT entries a writer allocates: SB * (CR + 1). */
 uint64_t vhdx_bat_alloc_entries(const struct vhdx_geom *g);
 
+/* Deepest differencing chain accepted (parents below the top image). */
+#define VHDX_MAX_CHAIN 32
+
 /* ---- the image ---- */
 
 /* A sector image taken from the log, overriding the file (read-only open). */
@@ -148,6 +151,17 @@ struct vhdx_image {
 
 	pthread_rwlock_t lock; /* protects the BAT for concurrent I/O */
 
+	/* differencing (parent.c) */
+	struct vhdx_image *parent;
+	struct vhdx_io parent_io; /* the parent file, closed with files */
+	struct vhdx_file_ops files;
+	char *parent_path;
+	int depth; /* parents below this image */
+	uint64_t chain_ids[VHDX_MAX_CHAIN + 1][2]; /* files above and this */
+	int n_chain_ids;
+	pthread_mutex_t bitmap_lock;
+	uint8_t **bitmaps; /* per chunk: 1 MiB sector bitmap, lazily */
+
 	/* read-write session state (write.c, journal.c) */
 	pthread_mutex_t meta_lock; /* allocation, commit, header updates */
 	bool session_started;	   /* FileWriteGuid renewed */
@@ -193,6 +207,22 @@ int vhdx_read_bat(struct vhdx_image *img);
 /* vhdx_geom_init into img->g, reporting what is wrong through the sink. */
 int vhdx_geom_init_report(struct vhdx_image *img, uint64_t virtual_size,
 			  uint32_t block_size, uint32_t logical_sector);
+
+/* ---- differencing (parent.c) ---- */
+
+/* Open the chain below img (HasParent set).  Reports what it tried. */
+int vhdx_open_parent(struct vhdx_image *img, const struct vhdx_open_opts *opts);
+void vhdx_parent_free(struct vhdx_image *img);
+/* Read sectors of a PARTIALLY_PRESENT block (bits -> this file/parent). */
+int vhdx_read_partial(struct vhdx_image *img, uint8_t *buf, size_t len,
+		      uint64_t off, uint64_t entry);
+/* Read from the parent, zeros past its end. */
+int vhdx_read_parent(struct vhdx_image *img, uint8_t *buf, size_t len,
+		     uint64_t off);
+/* The open path with chain bookkeeping (open.c). */
+int vhdx_open_chain(struct vhdx_image **out, const struct vhdx_io *io,
+		    const struct vhdx_open_opts *opts, int depth,
+		    const uint64_t (*ids)[2], int n_ids);
 
 /* ---- writing (header.c, journal.c, write.c) ---- */
 

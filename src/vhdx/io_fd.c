@@ -3,6 +3,7 @@
  * pread/pwrite/fdatasync/ftruncate.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
@@ -104,4 +105,84 @@ void vhdx_io_fd_init(struct vhdx_io *io, int *fdp)
 	io->truncate = fd_truncate;
 	io->size = fd_size;
 	io->allocate = fd_allocate;
+}
+
+/* ---- the default way to open parent files ---- */
+
+/* Refuse paths into kernel pseudo file systems and device trees. */
+static bool path_forbidden(const char *path)
+{
+	static const char *const roots[] = {"/proc/", "/sys/", "/dev/"};
+	char *real = realpath(path, NULL);
+	bool bad = false;
+
+	if (!real)
+		return false; /* open() reports the real error */
+	for (size_t i = 0; i < sizeof(roots) / sizeof(roots[0]); i++)
+		if (!strncmp(real, roots[i], strlen(roots[i])))
+			bad = true;
+	free(real);
+	return bad;
+}
+
+static int fdf_open(void *opaque, const char *path, struct vhdx_io *io,
+		    uint64_t id[2])
+{
+	struct flock lk = {.l_type = F_RDLCK, .l_whence = SEEK_SET};
+	struct stat st;
+	int *fdp;
+	int fd;
+
+	(void)opaque;
+	if (path_forbidden(path))
+		return -EPERM;
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0) {
+		int err = -errno;
+
+		close(fd);
+		return err;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		close(fd);
+		return S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
+	}
+	/* a parent is read by us, so nobody may write it meanwhile */
+	if (fcntl(fd, F_OFD_SETLK, &lk) < 0) {
+		int err = errno == EAGAIN || errno == EACCES ? -EBUSY : -errno;
+
+		close(fd);
+		return err;
+	}
+	fdp = malloc(sizeof(*fdp));
+	if (!fdp) {
+		close(fd);
+		return -ENOMEM;
+	}
+	*fdp = fd;
+	vhdx_io_fd_init(io, fdp);
+	id[0] = (uint64_t)st.st_dev;
+	id[1] = (uint64_t)st.st_ino;
+	return 0;
+}
+
+static void fdf_close(void *opaque, struct vhdx_io *io)
+{
+	int *fdp = io->opaque;
+
+	(void)opaque;
+	if (fdp) {
+		close(*fdp);
+		free(fdp);
+	}
+	io->opaque = NULL;
+}
+
+const struct vhdx_file_ops *vhdx_fd_file_ops(void)
+{
+	static const struct vhdx_file_ops ops = {fdf_open, fdf_close, NULL};
+
+	return &ops;
 }

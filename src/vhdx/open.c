@@ -12,7 +12,7 @@ const char *vhdx_version(void)
 	return PACKAGE_VERSION;
 }
 
-static int open_steps(struct vhdx_image *img)
+static int open_steps(struct vhdx_image *img, const struct vhdx_open_opts *opts)
 {
 	int ret;
 
@@ -42,22 +42,18 @@ static int open_steps(struct vhdx_image *img)
 	if (!img->read_only && (ret = vhdx_log_replay_to_file(img)) < 0)
 		return ret;
 	if ((ret = vhdx_read_regions(img)) < 0 ||
-	    (ret = vhdx_read_metadata(img)) < 0)
+	    (ret = vhdx_read_metadata(img)) < 0 ||
+	    (ret = vhdx_read_bat(img)) < 0)
 		return ret;
-	if (img->fp_flags & VHDX_FP_HAS_PARENT) {
-		vhdx_err(img,
-			 "metadata: this is a differencing image (it has a "
-			 "parent); differencing images are not supported "
-			 "yet");
-		return -EOPNOTSUPP;
-	}
-	if ((ret = vhdx_read_bat(img)) < 0)
+	if ((img->fp_flags & VHDX_FP_HAS_PARENT) &&
+	    (ret = vhdx_open_parent(img, opts)) < 0)
 		return ret;
 	return img->read_only ? 0 : vhdx_write_init(img);
 }
 
 static void image_free(struct vhdx_image *img)
 {
+	vhdx_parent_free(img);
 	vhdx_log_free(img);
 	free(img->bat);
 	free(img->extents);
@@ -65,11 +61,13 @@ static void image_free(struct vhdx_image *img)
 	free(img->dirty);
 	pthread_rwlock_destroy(&img->lock);
 	pthread_mutex_destroy(&img->meta_lock);
+	pthread_mutex_destroy(&img->bitmap_lock);
 	free(img);
 }
 
-int vhdx_open(struct vhdx_image **out, const struct vhdx_io *io,
-	      const struct vhdx_open_opts *opts)
+int vhdx_open_chain(struct vhdx_image **out, const struct vhdx_io *io,
+		    const struct vhdx_open_opts *opts, int depth,
+		    const uint64_t (*ids)[2], int n_ids)
 {
 	struct vhdx_image *img = calloc(1, sizeof(*img));
 	int ret;
@@ -78,21 +76,47 @@ int vhdx_open(struct vhdx_image **out, const struct vhdx_io *io,
 	if (!img)
 		return -ENOMEM;
 	img->io = *io;
+	img->files = *vhdx_fd_file_ops();
 	if (opts) {
 		img->flags = opts->flags;
 		img->msg = opts->msg;
 		img->msg_opaque = opts->msg_opaque;
+		if (opts->files)
+			img->files = *opts->files;
+	}
+	img->depth = depth;
+	for (int i = 0; i < n_ids && i < VHDX_MAX_CHAIN; i++) {
+		img->chain_ids[i][0] = ids[i][0];
+		img->chain_ids[i][1] = ids[i][1];
+		img->n_chain_ids++;
 	}
 	pthread_rwlock_init(&img->lock, NULL);
 	pthread_mutex_init(&img->meta_lock, NULL);
+	pthread_mutex_init(&img->bitmap_lock, NULL);
 	img->read_only = img->flags & VHDX_OPEN_RDONLY;
-	ret = open_steps(img);
+	ret = open_steps(img, opts);
 	if (ret < 0) {
 		image_free(img);
 		return ret;
 	}
 	*out = img;
 	return 0;
+}
+
+int vhdx_open(struct vhdx_image **out, const struct vhdx_io *io,
+	      const struct vhdx_open_opts *opts)
+{
+	return vhdx_open_chain(out, io, opts, 0, NULL, 0);
+}
+
+struct vhdx_image *vhdx_parent(const struct vhdx_image *img)
+{
+	return img->parent;
+}
+
+const char *vhdx_parent_path(const struct vhdx_image *img)
+{
+	return img->parent_path ? img->parent_path : "";
 }
 
 int vhdx_close(struct vhdx_image *img)
@@ -131,4 +155,8 @@ void vhdx_get_info(const struct vhdx_image *img, struct vhdx_info *info)
 	info->chunk_ratio = img->g.chunk_ratio;
 	memcpy(info->state_count, img->state_count, sizeof(info->state_count));
 	memcpy(info->creator, img->creator, sizeof(info->creator));
+	memcpy(info->data_write_guid, img->data_write_guid, 16);
+	memcpy(info->disk_id, img->disk_id, 16);
+	for (const struct vhdx_image *p = img->parent; p; p = p->parent)
+		info->chain_depth++;
 }

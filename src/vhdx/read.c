@@ -89,7 +89,13 @@ static int read_in_block(struct vhdx_image *img, uint8_t *buf, size_t len,
 	case VHDX_BLOCK_FULLY_PRESENT:
 		return vhdx_file_read(img, buf, len,
 				      (e & VHDX_BAT_OFFSET_MASK) + in_block);
+	case VHDX_BLOCK_PARTIALLY_PRESENT:
+		return vhdx_read_partial(img, buf, len, off, e);
 	case VHDX_BLOCK_NOT_PRESENT:
+		if (img->parent)
+			return vhdx_read_parent(img, buf, len, off);
+		memset(buf, 0, len);
+		return 0;
 	case VHDX_BLOCK_UNDEFINED:
 	case VHDX_BLOCK_ZERO:
 	case VHDX_BLOCK_UNMAPPED:

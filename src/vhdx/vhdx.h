@@ -47,10 +47,32 @@ typedef void (*vhdx_msg_fn)(void *opaque, enum vhdx_msg_level level,
 /* Flags for struct vhdx_open_opts.flags. */
 #define VHDX_OPEN_RDONLY 0x1u /* never write to the image, not even headers */
 
+/*
+ * How the library opens the parent files of a differencing image.  open
+ * gets a candidate path and must open it read-only, refuse anything but a
+ * regular file, fill *io and set id to a value unique to the file (device
+ * and inode) for cycle detection; close releases what open acquired.
+ */
+struct vhdx_file_ops {
+	int (*open)(void *opaque, const char *path, struct vhdx_io *io,
+		    uint64_t id[2]);
+	void (*close)(void *opaque, struct vhdx_io *io);
+	void *opaque;
+};
+
+/* The default: open(2) read-only, regular files only, shared OFD lock. */
+const struct vhdx_file_ops *vhdx_fd_file_ops(void);
+
 struct vhdx_open_opts {
 	unsigned int flags;
 	vhdx_msg_fn msg;  /* may be NULL: messages are dropped */
 	void *msg_opaque; /* passed to msg */
+	/* differencing images only: */
+	const char *path;	 /* this image's path; parents are looked up
+				    relative to its directory */
+	const char *parent_path; /* use this parent instead of the locator's
+				    paths (still checked against the linkage) */
+	const struct vhdx_file_ops *files; /* NULL: vhdx_fd_file_ops() */
 };
 
 struct vhdx_image;
@@ -68,22 +90,31 @@ enum vhdx_block_state {
 
 /* A summary of an open image, for front ends and tools. */
 struct vhdx_info {
-	uint64_t virtual_size;	    /* bytes */
-	uint64_t file_size;	    /* bytes, at open */
-	uint32_t block_size;	    /* bytes */
-	uint32_t logical_sector;    /* 512 or 4096 */
-	uint32_t physical_sector;   /* 512 or 4096 */
-	int leave_blocks_allocated; /* "fixed" image */
-	int has_parent;		    /* differencing image */
-	int log_replayed;	    /* a dirty log was replayed at open */
-	int current_header;	    /* 1 or 2 */
-	uint64_t header_seq;	    /* sequence number of the current header */
-	uint64_t bat_entries;	    /* BAT entries the geometry uses */
-	uint64_t payload_blocks;    /* N */
-	uint64_t chunk_ratio;	    /* CR */
-	uint64_t state_count[8];    /* payload entries per state */
-	uint8_t creator[256];	    /* creator string, UTF-8, NUL-terminated */
+	uint64_t virtual_size;	     /* bytes */
+	uint64_t file_size;	     /* bytes, at open */
+	uint32_t block_size;	     /* bytes */
+	uint32_t logical_sector;     /* 512 or 4096 */
+	uint32_t physical_sector;    /* 512 or 4096 */
+	int leave_blocks_allocated;  /* "fixed" image */
+	int has_parent;		     /* differencing image */
+	int log_replayed;	     /* a dirty log was replayed at open */
+	int current_header;	     /* 1 or 2 */
+	uint64_t header_seq;	     /* sequence number of the current header */
+	uint64_t bat_entries;	     /* BAT entries the geometry uses */
+	uint64_t payload_blocks;     /* N */
+	uint64_t chunk_ratio;	     /* CR */
+	uint64_t state_count[8];     /* payload entries per state */
+	uint8_t creator[256];	     /* creator string, UTF-8, NUL-terminated */
+	uint8_t data_write_guid[16]; /* current DataWriteGuid (on-disk order) */
+	uint8_t disk_id[16];	     /* Virtual Disk ID (on-disk order) */
+	int chain_depth;	     /* 0, or parents below this image */
 };
+
+/* The parent of a differencing image (NULL otherwise). */
+struct vhdx_image *vhdx_parent(const struct vhdx_image *img);
+
+/* Path the parent was opened from ("" for none). */
+const char *vhdx_parent_path(const struct vhdx_image *img);
 
 /*
  * Open and validate an image.  On success *out holds the image and 0 is
@@ -140,6 +171,7 @@ int vhdx_is_read_only(const struct vhdx_image *img);
 enum vhdx_type {
 	VHDX_TYPE_DYNAMIC = 0,
 	VHDX_TYPE_FIXED = 1,
+	VHDX_TYPE_DIFFERENCING = 2,
 };
 
 struct vhdx_create_opts {
@@ -152,6 +184,11 @@ struct vhdx_create_opts {
 	const char *creator;	  /* NULL: "vhdxfuse <version>" */
 	vhdx_msg_fn msg;	  /* reasons for refusing the options */
 	void *msg_opaque;
+	/* differencing: the parent's identity and where to find it */
+	uint8_t parent_linkage[16];  /* the parent's DataWriteGuid */
+	uint8_t disk_id[16];	     /* the parent's Virtual Disk ID */
+	const char *parent_relative; /* relative_path (Windows form) */
+	const char *parent_absolute; /* absolute_win32_path, or NULL */
 };
 
 /*

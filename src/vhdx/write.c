@@ -52,6 +52,53 @@ static void mark_dirty(struct vhdx_image *img, uint64_t idx)
 	}
 }
 
+static bool all_zero(const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+/*
+ * Differencing images: before a block becomes FULLY_PRESENT, put into it
+ * what readers see now through the parent.  A NOT_PRESENT block gets the
+ * parent's data (zero runs stay sparse); a PARTIALLY_PRESENT block gets
+ * the parent's data in the sectors whose bitmap bit is 0.  Only the BAT
+ * entry then changes, so the journal needs no sector bitmap updates.
+ */
+static int copy_up(struct vhdx_image *img, uint64_t pb, uint64_t old_e,
+		   uint64_t base)
+{
+	const size_t chunk = 1024 * 1024;
+	uint64_t first = pb * img->g.block_size;
+	uint64_t len = img->g.virtual_size - first;
+	unsigned int state = old_e & VHDX_BAT_STATE_MASK;
+	uint8_t *buf;
+	int ret = 0;
+
+	if (len > img->g.block_size)
+		len = img->g.block_size;
+	if (state != VHDX_BLOCK_NOT_PRESENT &&
+	    state != VHDX_BLOCK_PARTIALLY_PRESENT)
+		return 0; /* ZERO, UNMAPPED, UNDEFINED: zeros, as allocated */
+	buf = malloc(chunk);
+	if (!buf)
+		return -ENOMEM;
+	for (uint64_t o = 0; o < len && ret == 0; o += chunk) {
+		size_t n = len - o < chunk ? (size_t)(len - o) : chunk;
+
+		/* what a reader sees now, parent and this file combined */
+		ret = state == VHDX_BLOCK_PARTIALLY_PRESENT
+			  ? vhdx_read_partial(img, buf, n, first + o, old_e)
+			  : vhdx_read_parent(img, buf, n, first + o);
+		if (ret == 0 && !all_zero(buf, n))
+			ret = img->io.pwrite(img->io.opaque, buf, n, base + o);
+	}
+	free(buf);
+	return ret;
+}
+
 /* Give payload block pb file space; returns its BAT entry.  meta_lock held. */
 static int alloc_block(struct vhdx_image *img, uint64_t pb, uint64_t *entry)
 {
@@ -65,13 +112,22 @@ static int alloc_block(struct vhdx_image *img, uint64_t pb, uint64_t *entry)
 		*entry = e; /* another thread allocated it meanwhile */
 		return 0;
 	}
-	if (end > VHDX_MAX_OFF || end < off)
+	if ((e & VHDX_BAT_STATE_MASK) == VHDX_BLOCK_PARTIALLY_PRESENT) {
+		/* the block has space: complete it in place */
+		off = e & VHDX_BAT_OFFSET_MASK;
+		end = 0;
+	} else if (end > VHDX_MAX_OFF || end < off) {
 		return -EFBIG;
-	ret = img->io.truncate(img->io.opaque, end);
-	if (ret < 0)
+	}
+	if (end) {
+		ret = img->io.truncate(img->io.opaque, end);
+		if (ret < 0)
+			return ret;
+		img->alloc_end = end;
+		img->file_size = end;
+	}
+	if (img->parent && (ret = copy_up(img, pb, e, off)) < 0)
 		return ret;
-	img->alloc_end = end;
-	img->file_size = end;
 	e = off | VHDX_BLOCK_FULLY_PRESENT;
 	pthread_rwlock_wrlock(&img->lock);
 	img->state_count[img->bat[idx] & VHDX_BAT_STATE_MASK]--;

@@ -1,0 +1,588 @@
+/*
+ * parent.c - differencing images (fmt §9, §11): the parent locator, finding
+ * and checking the parent, and reads that fall through to it.
+ *
+ * Parents are opened read-only through struct vhdx_file_ops and are never
+ * written.  A candidate is accepted only if its current DataWriteGuid is the
+ * child's parent_linkage (or parent_linkage2) and its logical sector size
+ * matches; every candidate tried is reported when none fits.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+#include "internal.h"
+
+/* ---- the locator (fmt §6.3) ---- */
+
+#define PL_MAX_PATH 4096
+
+struct locator {
+	char *linkage, *linkage2, *relative, *volume, *absolute;
+};
+
+/* UTF-16LE to UTF-8; NULL on invalid text (odd length, NUL, bad pairs). */
+static char *utf16_to_utf8(const uint8_t *p, size_t len)
+{
+	char *out = malloc(len / 2 * 3 + 1);
+	size_t o = 0;
+
+	if (!out || len % 2)
+		goto bad;
+	for (size_t i = 0; i < len; i += 2) {
+		uint32_t c = le16_get(p + i);
+
+		if (c >= 0xD800 && c <= 0xDBFF && i + 3 < len) {
+			uint32_t lo = le16_get(p + i + 2);
+
+			if (lo < 0xDC00 || lo > 0xDFFF)
+				goto bad;
+			c = 0x10000 + ((c - 0xD800) << 10) + (lo - 0xDC00);
+			i += 2;
+		} else if (c == 0 || (c >= 0xD800 && c <= 0xDFFF)) {
+			goto bad;
+		}
+		if (c < 0x80) {
+			out[o++] = (char)c;
+		} else if (c < 0x800) {
+			out[o++] = (char)(0xC0 | c >> 6);
+			out[o++] = (char)(0x80 | (c & 0x3F));
+		} else if (c < 0x10000) {
+			out[o++] = (char)(0xE0 | c >> 12);
+			out[o++] = (char)(0x80 | ((c >> 6) & 0x3F));
+			out[o++] = (char)(0x80 | (c & 0x3F));
+		} else {
+			/* 4 bytes never exceed the 3-per-unit budget: 2 units */
+			out[o++] = (char)(0xF0 | c >> 18);
+			out[o++] = (char)(0x80 | ((c >> 12) & 0x3F));
+			out[o++] = (char)(0x80 | ((c >> 6) & 0x3F));
+			out[o++] = (char)(0x80 | (c & 0x3F));
+		}
+	}
+	out[o] = '\0';
+	return out;
+bad:
+	free(out);
+	return NULL;
+}
+
+static void locator_free(struct locator *l)
+{
+	free(l->linkage);
+	free(l->linkage2);
+	free(l->relative);
+	free(l->volume);
+	free(l->absolute);
+}
+
+static char **locator_slot(struct locator *l, const char *key)
+{
+	if (!strcmp(key, "parent_linkage"))
+		return &l->linkage;
+	if (!strcmp(key, "parent_linkage2"))
+		return &l->linkage2;
+	if (!strcmp(key, "relative_path"))
+		return &l->relative;
+	if (!strcmp(key, "volume_path"))
+		return &l->volume;
+	if (!strcmp(key, "absolute_win32_path"))
+		return &l->absolute;
+	return NULL;
+}
+
+/* One key/value entry: bounds, even lengths, valid UTF-16. */
+static int locator_entry(struct vhdx_image *img, const uint8_t *pl,
+			 uint32_t pl_len, unsigned int i, struct locator *l)
+{
+	const uint8_t *e = pl + VHDX_PL_HEADER_SIZE + i * VHDX_PL_ENTRY_SIZE;
+	uint32_t ko = le32_get(e), vo = le32_get(e + 4);
+	uint16_t kl = le16_get(e + 8), vl = le16_get(e + 10);
+	char *key, *val, **slot;
+
+	if (!ko || !vo || !kl || !vl || kl % 2 || vl % 2 ||
+	    (uint64_t)ko + kl > pl_len || (uint64_t)vo + vl > pl_len) {
+		vhdx_err(img, "parent locator: entry %u is out of bounds", i);
+		return -EINVAL;
+	}
+	key = utf16_to_utf8(pl + ko, kl);
+	val = utf16_to_utf8(pl + vo, vl);
+	if (!key || !val) {
+		vhdx_err(img, "parent locator: entry %u is not valid UTF-16",
+			 i);
+		free(key);
+		free(val);
+		return -EINVAL;
+	}
+	slot = locator_slot(l, key);
+	if (slot && *slot) {
+		vhdx_err(img, "parent locator: key '%s' appears twice", key);
+		free(key);
+		free(val);
+		return -EINVAL;
+	}
+	free(key);
+	if (slot)
+		*slot = val;
+	else
+		free(val); /* unknown keys are allowed and ignored */
+	return 0;
+}
+
+static int parse_locator(struct vhdx_image *img, struct locator *l)
+{
+	static const uint8_t type[16] = VHDX_GUID_PARENT_LOCATOR_TYPE;
+	const uint8_t *pl = img->parent_locator;
+	uint32_t len = img->parent_locator_len;
+	uint16_t n;
+	int ret;
+
+	if (memcmp(pl + VHDX_PL_TYPE, type, 16) != 0) {
+		char gs[VHDX_GUID_STR_LEN];
+
+		vhdx_guid_to_str(pl + VHDX_PL_TYPE, gs);
+		vhdx_err(img, "parent locator: unknown locator type {%s}", gs);
+		return -EOPNOTSUPP;
+	}
+	n = le16_get(pl + VHDX_PL_KEY_VALUE_COUNT);
+	if (VHDX_PL_HEADER_SIZE + (uint64_t)n * VHDX_PL_ENTRY_SIZE > len) {
+		vhdx_err(img,
+			 "parent locator: %u entries do not fit in %u "
+			 "bytes",
+			 n, len);
+		return -EINVAL;
+	}
+	for (unsigned int i = 0; i < n; i++)
+		if ((ret = locator_entry(img, pl, len, i, l)) < 0)
+			return ret;
+	if (!l->linkage) {
+		vhdx_err(img, "parent locator: no parent_linkage key");
+		return -EINVAL;
+	}
+	if (!l->relative && !l->volume && !l->absolute) {
+		vhdx_err(img, "parent locator: no path to the parent");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* ---- candidate paths (fmt §11) ---- */
+
+struct candidates {
+	char *path[8];
+	int n;
+};
+
+static void cand_add(struct candidates *c, char *path)
+{
+	if (!path)
+		return;
+	for (int i = 0; i < c->n; i++) {
+		if (!strcmp(c->path[i], path)) {
+			free(path);
+			return;
+		}
+	}
+	if (c->n < 8)
+		c->path[c->n++] = path;
+	else
+		free(path);
+}
+
+static char *dir_of(const char *path)
+{
+	const char *slash = path ? strrchr(path, '/') : NULL;
+
+	if (!slash)
+		return strdup(".");
+	if (slash == path)
+		return strdup("/");
+	return strndup(path, (size_t)(slash - path));
+}
+
+static char *join(const char *dir, const char *rel)
+{
+	size_t a = strlen(dir), b = strlen(rel);
+	char *p = a + b + 2 <= PL_MAX_PATH ? malloc(a + b + 2) : NULL;
+
+	if (p) {
+		memcpy(p, dir, a);
+		p[a] = '/';
+		memcpy(p + a + 1, rel, b + 1);
+	}
+	return p;
+}
+
+/* Find name in dir ignoring case (Windows paths are case-insensitive). */
+static char *match_case(const char *dir, const char *name)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	char *found = NULL;
+
+	if (!d)
+		return NULL;
+	while ((e = readdir(d))) {
+		if (!strcasecmp(e->d_name, name)) {
+			found = join(dir, e->d_name);
+			break;
+		}
+	}
+	closedir(d);
+	return found;
+}
+
+/* dir + a relative path with '/' separators, each component matched. */
+static char *resolve_relative(const char *dir, const char *rel)
+{
+	char *copy = strdup(rel), *save = NULL, *cur = strdup(dir);
+	struct stat st;
+
+	if (!copy || !cur)
+		goto fail;
+	for (char *tok = strtok_r(copy, "/", &save); tok;
+	     tok = strtok_r(NULL, "/", &save)) {
+		char *next;
+
+		if (!strcmp(tok, "."))
+			continue;
+		next = join(cur, tok);
+		if (next && stat(next, &st) != 0 && strcmp(tok, "..")) {
+			free(next);
+			next = match_case(cur, tok);
+		}
+		free(cur);
+		cur = next;
+		if (!cur)
+			goto fail;
+	}
+	free(copy);
+	return cur;
+fail:
+	free(copy);
+	free(cur);
+	return NULL;
+}
+
+/* Windows path text to '/' separators, without "\\?\" and "X:". */
+static char *win_to_unix(const char *w, bool *absolute)
+{
+	char *s, *p;
+
+	*absolute = false;
+	if (!strncmp(w, "\\\\?\\UNC\\", 8)) {
+		w += 8;
+		*absolute = true;
+	} else if (!strncmp(w, "\\\\?\\", 4)) {
+		w += 4;
+		*absolute = true;
+	} else if (!strncmp(w, "\\\\", 2)) {
+		w += 2;
+		*absolute = true;
+	}
+	if (((w[0] | 0x20) >= 'a' && (w[0] | 0x20) <= 'z') && w[1] == ':') {
+		w += 2;
+		*absolute = true;
+	}
+	if (w[0] == '\\')
+		*absolute = true;
+	s = strdup(w);
+	for (p = s; p && *p; p++)
+		if (*p == '\\')
+			*p = '/';
+	return s;
+}
+
+static const char *base_name(const char *p)
+{
+	const char *s = strrchr(p, '/');
+
+	return s ? s + 1 : p;
+}
+
+/* Paths to try, in the order of fmt §11. */
+static void make_candidates(const struct locator *l, const char *child,
+			    struct candidates *c)
+{
+	char *dir = dir_of(child);
+	const char *keys[3] = {l->relative, l->volume, l->absolute};
+
+	if (!dir)
+		return;
+	for (int k = 0; k < 3; k++) {
+		bool abs;
+		char *u;
+
+		if (!keys[k])
+			continue;
+		u = win_to_unix(keys[k], &abs);
+		if (!u)
+			continue;
+		if (!abs && k == 0)
+			cand_add(c, resolve_relative(dir, u));
+		/* last resort: the parent's file name next to the child */
+		if (*base_name(u))
+			cand_add(c, resolve_relative(dir, base_name(u)));
+		free(u);
+	}
+	free(dir);
+}
+
+/* ---- opening and checking a candidate ---- */
+
+/* Messages of a candidate's open: kept, not shown as errors. */
+struct capture {
+	char last[300];
+};
+
+static void capture_msg(void *opaque, enum vhdx_msg_level level,
+			const char *msg)
+{
+	struct capture *c = opaque;
+
+	if (level <= VHDX_MSG_ERR)
+		snprintf(c->last, sizeof(c->last), "%s", msg);
+}
+
+static bool linkage_ok(const struct locator *l, const uint8_t dwg[16])
+{
+	uint8_t g[16];
+
+	if (vhdx_guid_from_str(l->linkage, g) == 0 && !memcmp(g, dwg, 16))
+		return true;
+	return l->linkage2 && vhdx_guid_from_str(l->linkage2, g) == 0 &&
+	       !memcmp(g, dwg, 16);
+}
+
+/* Try one path; 0 and img->parent set on success, else why in reason. */
+static int try_candidate(struct vhdx_image *img, const struct locator *l,
+			 const char *path, char *reason, size_t rlen)
+{
+	struct vhdx_open_opts po = {.flags = VHDX_OPEN_RDONLY, .path = path};
+	struct capture cap = {""};
+	struct vhdx_image *p = NULL;
+	struct vhdx_io io;
+	uint64_t id[2];
+	char gs[VHDX_GUID_STR_LEN];
+	int ret;
+
+	ret = img->files.open(img->files.opaque, path, &io, id);
+	if (ret < 0) {
+		snprintf(reason, rlen, "%s", strerror(-ret));
+		return ret;
+	}
+	for (int i = 0; i < img->n_chain_ids; i++) {
+		if (img->chain_ids[i][0] == id[0] &&
+		    img->chain_ids[i][1] == id[1]) {
+			snprintf(reason, rlen,
+				 "it is already in the chain "
+				 "(a cycle)");
+			ret = -ELOOP;
+			goto fail;
+		}
+	}
+	img->chain_ids[img->n_chain_ids][0] = id[0];
+	img->chain_ids[img->n_chain_ids][1] = id[1];
+	po.msg = capture_msg;
+	po.msg_opaque = &cap;
+	po.files = &img->files;
+	ret = vhdx_open_chain(&p, &io, &po, img->depth + 1,
+			      (const uint64_t(*)[2])img->chain_ids,
+			      img->n_chain_ids + 1);
+	if (ret < 0) {
+		snprintf(reason, rlen, "not a usable VHDX image: %s",
+			 cap.last[0] ? cap.last : strerror(-ret));
+		goto fail;
+	}
+	if (!linkage_ok(l, p->data_write_guid)) {
+		vhdx_guid_to_str(p->data_write_guid, gs);
+		snprintf(reason, rlen,
+			 "linkage mismatch: its DataWriteGuid is {%s}, the "
+			 "child expects %s (the parent was changed after the "
+			 "child was made, or it is another image)",
+			 gs, l->linkage);
+		ret = -ESTALE;
+		goto fail;
+	}
+	if (p->g.logical_sector != img->g.logical_sector) {
+		snprintf(reason, rlen,
+			 "logical sector size %u differs from the child's %u",
+			 p->g.logical_sector, img->g.logical_sector);
+		ret = -EINVAL;
+		goto fail;
+	}
+	img->parent = p;
+	img->parent_io = io;
+	return 0;
+fail:
+	if (p)
+		vhdx_close(p);
+	img->files.close(img->files.opaque, &io);
+	return ret;
+}
+
+int vhdx_open_parent(struct vhdx_image *img, const struct vhdx_open_opts *opts)
+{
+	struct locator l = {0};
+	struct candidates c = {.n = 0};
+	char reasons[2048] = "", reason[600];
+	int ret;
+
+	if (img->depth >= VHDX_MAX_CHAIN) {
+		vhdx_err(img, "parent: the chain is deeper than %d images",
+			 VHDX_MAX_CHAIN);
+		return -ELOOP;
+	}
+	ret = parse_locator(img, &l);
+	if (ret < 0)
+		goto out;
+	if (opts && opts->parent_path)
+		cand_add(&c, strdup(opts->parent_path));
+	else if (opts && opts->path)
+		make_candidates(&l, opts->path, &c);
+	ret = -ENOENT;
+	for (int i = 0; i < c.n && ret < 0; i++) {
+		size_t n = strlen(reasons);
+
+		ret = try_candidate(img, &l, c.path[i], reason, sizeof(reason));
+		if (ret == 0) {
+			img->parent_path = strdup(c.path[i]);
+			vhdx_info(img, "parent: %s", c.path[i]);
+		} else {
+			snprintf(reasons + n, sizeof(reasons) - n,
+				 "\n  tried %s: %s", c.path[i], reason);
+		}
+	}
+	if (ret < 0)
+		vhdx_err(img,
+			 "parent: no usable parent found (relative_path '%s', "
+			 "absolute_win32_path '%s', parent_linkage %s)%s%s",
+			 l.relative ? l.relative : "",
+			 l.absolute ? l.absolute : "", l.linkage,
+			 c.n ? ""
+			     : "\n  no candidate path (the image's own "
+			       "path is unknown; give the parent explicitly)",
+			 reasons);
+out:
+	for (int i = 0; i < c.n; i++)
+		free(c.path[i]);
+	locator_free(&l);
+	return ret;
+}
+
+void vhdx_parent_free(struct vhdx_image *img)
+{
+	if (img->parent) {
+		vhdx_close(img->parent);
+		img->files.close(img->files.opaque, &img->parent_io);
+		img->parent = NULL;
+	}
+	if (img->bitmaps) {
+		for (uint64_t c = 0; c < img->g.bitmap_blocks; c++)
+			free(img->bitmaps[c]);
+		free(img->bitmaps);
+		img->bitmaps = NULL;
+	}
+	free(img->parent_path);
+	img->parent_path = NULL;
+}
+
+/* ---- reads ---- */
+
+int vhdx_read_parent(struct vhdx_image *img, uint8_t *buf, size_t len,
+		     uint64_t off)
+{
+	uint64_t psize = img->parent ? img->parent->g.virtual_size : 0;
+	size_t inside = 0;
+
+	if (off < psize) {
+		long n;
+
+		inside = psize - off < len ? (size_t)(psize - off) : len;
+		n = vhdx_read(img->parent, buf, inside, off);
+		if (n < 0)
+			return (int)n;
+	}
+	memset(buf + inside, 0, len - inside); /* a smaller parent */
+	return 0;
+}
+
+/* The sector bitmap of chunk c, loaded on first use. */
+static const uint8_t *chunk_bitmap(struct vhdx_image *img, uint64_t c, int *err)
+{
+	uint64_t idx = c * (img->g.chunk_ratio + 1) + img->g.chunk_ratio;
+	uint8_t *bm = NULL;
+	uint64_t e;
+
+	pthread_mutex_lock(&img->bitmap_lock);
+	if (!img->bitmaps)
+		img->bitmaps = calloc(img->g.bitmap_blocks, sizeof(uint8_t *));
+	if (!img->bitmaps) {
+		*err = -ENOMEM;
+		goto out;
+	}
+	bm = img->bitmaps[c];
+	if (bm)
+		goto out;
+	e = idx < img->bat_entries ? img->bat[idx] : 0;
+	bm = calloc(1, VHDX_SECTOR_BITMAP_BLOCK_SIZE);
+	if (!bm) {
+		*err = -ENOMEM;
+		goto out;
+	}
+	if ((e & VHDX_BAT_STATE_MASK) == VHDX_SB_BLOCK_PRESENT) {
+		*err = vhdx_file_read(img, bm, VHDX_SECTOR_BITMAP_BLOCK_SIZE,
+				      e & VHDX_BAT_OFFSET_MASK);
+		if (*err < 0) {
+			free(bm);
+			bm = NULL;
+			goto out;
+		}
+	}
+	img->bitmaps[c] = bm;
+out:
+	pthread_mutex_unlock(&img->bitmap_lock);
+	return bm;
+}
+
+int vhdx_read_partial(struct vhdx_image *img, uint8_t *buf, size_t len,
+		      uint64_t off, uint64_t entry)
+{
+	uint32_t lss = img->g.logical_sector;
+	uint64_t pb = off / img->g.block_size;
+	uint64_t base = entry & VHDX_BAT_OFFSET_MASK;
+	const uint8_t *bm;
+	int ret = 0;
+
+	bm = chunk_bitmap(img, pb / img->g.chunk_ratio, &ret);
+	if (!bm)
+		return ret;
+	while (len) {
+		uint64_t s = off / lss, bit = s % VHDX_SECTORS_PER_CHUNK;
+		bool present = bm[bit / 8] >> (bit % 8) & 1;
+		size_t n = 0;
+
+		/* extend the run while the sectors' bits agree */
+		while (n < len) {
+			uint64_t b = (off + n) / lss % VHDX_SECTORS_PER_CHUNK;
+			size_t step = lss - (off + n) % lss;
+
+			if ((bool)(bm[b / 8] >> (b % 8) & 1) != present)
+				break;
+			n += step < len - n ? step : len - n;
+		}
+		if (present)
+			ret = vhdx_file_read(img, buf, n,
+					     base + off % img->g.block_size);
+		else
+			ret = vhdx_read_parent(img, buf, n, off);
+		if (ret < 0)
+			return ret;
+		buf += n;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
