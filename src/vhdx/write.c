@@ -200,8 +200,15 @@ static int flush_locked(struct vhdx_image *img)
 {
 	int ret = img->io.flush(img->io.opaque);
 
-	if (ret < 0)
+	if (ret < 0) {
+		/*
+		 * After a failed fsync the kernel may have dropped the dirty
+		 * pages: committing BAT entries now could point them at data
+		 * that never reached the disk.  Stop writing instead.
+		 */
+		vhdx_set_broken(img, ret, "flush");
 		return ret;
+	}
 	img->apply_unflushed = false;
 	img->flushed_size = img->file_size & ~(VHDX_ALIGN - 1);
 	return vhdx_journal_commit(img);

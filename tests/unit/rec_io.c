@@ -93,8 +93,7 @@ static void record(struct rec_io *r, enum rec_kind kind, uint64_t off,
  * Count a modifying call; returns nonzero (the negative errno to return) if
  * the armed fault fires on it, 1 if the call must be dropped (frozen).
  */
-static int gate(struct rec_io *r, enum rec_kind kind, uint64_t off,
-		size_t len)
+static int gate(struct rec_io *r, enum rec_kind kind, uint64_t off, size_t len)
 {
 	r->calls[kind]++;
 	if (r->frozen)
@@ -227,8 +226,7 @@ void rec_io_freeze(struct rec_io *r)
 	pthread_mutex_unlock(&r->lock);
 }
 
-void rec_io_fail(struct rec_io *r, enum rec_kind kind, unsigned long n,
-		 int err)
+void rec_io_fail(struct rec_io *r, enum rec_kind kind, unsigned long n, int err)
 {
 	pthread_mutex_lock(&r->lock);
 	r->fail_n[kind] = n;
@@ -328,14 +326,13 @@ static void base_get(struct cow_io *c, uint64_t off, uint8_t *buf, size_t len)
 	memset(buf + in, 0, len - in);
 }
 
-static void get_locked(struct cow_io *c, uint64_t off, uint8_t *buf,
-		       size_t len)
+static void get_locked(struct cow_io *c, uint64_t off, uint8_t *buf, size_t len)
 {
 	size_t i = page_search(c, off / PAGE);
 
 	while (len) {
-		uint64_t next = i < c->n_pages ? c->pages[i].idx * PAGE
-					       : UINT64_MAX;
+		uint64_t next =
+		    i < c->n_pages ? c->pages[i].idx * PAGE : UINT64_MAX;
 		size_t n;
 
 		if (next > off) {
@@ -545,8 +542,8 @@ int cow_io_save(struct cow_io *c, const char *path)
 		size_t n = size - off < step ? (size_t)(size - off) : step;
 
 		cow_io_get(c, off, buf, n);
-		if (!all_zero(buf, n) && pwrite(fd, buf, n, (off_t)off) !=
-					     (ssize_t)n)
+		if (!all_zero(buf, n) &&
+		    pwrite(fd, buf, n, (off_t)off) != (ssize_t)n)
 			ret = -errno;
 	}
 	if (ret == 0 && ftruncate(fd, (off_t)size) < 0)

@@ -129,7 +129,8 @@ static void sink_dump(void)
 
 static int try_open(struct ib_image *im, struct vhdx_image **img)
 {
-	struct vhdx_open_opts o = {VHDX_OPEN_RDONLY, sink_cb, &sink};
+	struct vhdx_open_opts o = {
+	    .flags = VHDX_OPEN_RDONLY, .msg = sink_cb, .msg_opaque = &sink};
 	struct vhdx_io io;
 
 	sink_reset();
@@ -1990,7 +1991,7 @@ TEST(no_sink)
 {
 	/* a NULL message callback and NULL opts are allowed */
 	struct ib_image im;
-	struct vhdx_open_opts o = {VHDX_OPEN_RDONLY, NULL, NULL};
+	struct vhdx_open_opts o = {.flags = VHDX_OPEN_RDONLY};
 	struct vhdx_image *img = NULL;
 	struct vhdx_io io;
 
