@@ -1,0 +1,244 @@
+/*
+ * image.c - files: opening and locking images (the same OFD locks as the
+ * daemon takes, so a repair never runs under a mount), output files that
+ * appear under their name only when complete, and interruption.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "vhdxtool.h"
+
+volatile sig_atomic_t vt_interrupted;
+
+static void vt_on_signal(int sig)
+{
+	(void)sig;
+	vt_interrupted = 1;
+}
+
+void vt_catch_signals(void)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = vt_on_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+}
+
+/* Shared lock to read, exclusive lock to write; 0 or an exit code. */
+static int vt_lock(int fd, const char *path, bool exclusive)
+{
+	struct flock fl;
+
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = exclusive ? F_WRLCK : F_RDLCK;
+	fl.l_whence = SEEK_SET;
+	if (!fcntl(fd, F_OFD_SETLK, &fl))
+		return 0;
+	if (errno == EAGAIN || errno == EACCES) {
+		vt_err("%s is in use (locked by another process, e.g. a "
+		       "vhdxfuse mount)",
+		       path);
+		return VT_EXIT_FAILURE;
+	}
+	return 0; /* file systems without locks: go on */
+}
+
+static int vt_open_file(const char *path, int flags, bool exclusive, int *fd)
+{
+	struct stat st;
+	int ret;
+
+	*fd = open(path, flags | O_CLOEXEC | O_NOCTTY);
+	if (*fd < 0 || fstat(*fd, &st) < 0) {
+		vt_err("%s: %s", path, strerror(errno));
+		goto fail;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		vt_err("%s: is a directory", path);
+		goto fail;
+	}
+	ret = vt_lock(*fd, path, exclusive);
+	if (ret == 0)
+		return 0;
+fail:
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+	return VT_EXIT_FAILURE;
+}
+
+int vt_open_input(const char *path, int *fd)
+{
+	return vt_open_file(path, O_RDONLY, false, fd);
+}
+
+bool vt_is_vhdx(int fd)
+{
+	char sig[8];
+
+	return pread(fd, sig, sizeof(sig), 0) == (ssize_t)sizeof(sig) &&
+	       !memcmp(sig, "vhdxfile", sizeof(sig));
+}
+
+int vt_image_open(struct vt_image *vi, const char *path, bool writable,
+		  vhdx_msg_fn sink, void *sink_opaque)
+{
+	struct vhdx_open_opts opts = {
+	    .flags = writable ? 0 : VHDX_OPEN_RDONLY,
+	    .msg = sink ? sink : vt_vhdx_msg,
+	    .msg_opaque = sink ? sink_opaque : (void *)path,
+	};
+	int ret;
+
+	vi->path = path;
+	vi->img = NULL;
+	ret =
+	    vt_open_file(path, writable ? O_RDWR : O_RDONLY, writable, &vi->fd);
+	if (ret)
+		return ret;
+	vhdx_io_fd_init(&vi->io, &vi->fd);
+	ret = vhdx_open(&vi->img, &vi->io, &opts);
+	if (ret == 0)
+		return 0;
+	close(vi->fd);
+	vi->fd = -1;
+	return vt_exit_for_open_error(ret);
+}
+
+int vt_image_close(struct vt_image *vi)
+{
+	int ret = vhdx_close(vi->img);
+	int status = VT_EXIT_OK;
+
+	vi->img = NULL;
+	if (ret < 0) {
+		vt_err("%s: closing the image failed: %s", vi->path,
+		       strerror(-ret));
+		status = VT_EXIT_FAILURE;
+	}
+	if (vi->fd >= 0 && close(vi->fd) < 0 && !status) {
+		vt_err("%s: %s", vi->path, strerror(errno));
+		status = VT_EXIT_FAILURE;
+	}
+	vi->fd = -1;
+	return status;
+}
+
+/* ---- output files ---- */
+
+int vt_outfile_open(struct vt_outfile *o, const char *path, bool force)
+{
+	struct stat st;
+	mode_t mask;
+
+	memset(o, 0, sizeof(*o));
+	o->path = path;
+	o->force = force;
+	o->fd = -1;
+	if (lstat(path, &st) == 0) {
+		if (!force) {
+			vt_err("%s already exists (use -f to overwrite it)",
+			       path);
+			return VT_EXIT_USAGE;
+		}
+		if (!S_ISREG(st.st_mode)) {
+			vt_err("%s exists and is not a regular file; not "
+			       "overwriting it",
+			       path);
+			return VT_EXIT_USAGE;
+		}
+	}
+	if (asprintf(&o->tmp, "%s.tmp-XXXXXX", path) < 0) {
+		o->tmp = NULL;
+		vt_err("out of memory");
+		return VT_EXIT_FAILURE;
+	}
+	o->fd = mkostemp(o->tmp, O_CLOEXEC);
+	if (o->fd < 0) {
+		vt_err("%s: %s", o->tmp, strerror(errno));
+		free(o->tmp);
+		o->tmp = NULL;
+		return VT_EXIT_FAILURE;
+	}
+	mask = umask(0);
+	umask(mask);
+	if (fchmod(o->fd, 0666 & ~mask) < 0)
+		vt_warn("%s: %s", o->tmp, strerror(errno));
+	return 0;
+}
+
+/* rename(2) without replacing an existing file unless forced. */
+static int vt_rename(const struct vt_outfile *o)
+{
+	if (o->force)
+		return rename(o->tmp, o->path);
+	if (renameat2(AT_FDCWD, o->tmp, AT_FDCWD, o->path, RENAME_NOREPLACE) ==
+	    0)
+		return 0;
+	if (errno != EINVAL && errno != ENOSYS)
+		return -1;
+	/* file systems without RENAME_NOREPLACE: link fails if it exists */
+	if (link(o->tmp, o->path) < 0)
+		return -1;
+	return unlink(o->tmp);
+}
+
+static void vt_sync_dir(const char *path)
+{
+	char *copy = strdup(path);
+	int fd;
+
+	if (!copy)
+		return;
+	fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		fsync(fd);
+		close(fd);
+	}
+	free(copy);
+}
+
+int vt_outfile_commit(struct vt_outfile *o)
+{
+	if (fsync(o->fd) < 0 || close(o->fd) < 0) {
+		vt_err("%s: %s", o->tmp, strerror(errno));
+		o->fd = -1;
+		vt_outfile_abort(o);
+		return VT_EXIT_FAILURE;
+	}
+	o->fd = -1;
+	if (vt_rename(o) < 0) {
+		int err = errno;
+
+		vt_err("cannot rename %s to %s: %s", o->tmp, o->path,
+		       strerror(err));
+		vt_outfile_abort(o);
+		return err == EEXIST ? VT_EXIT_USAGE : VT_EXIT_FAILURE;
+	}
+	vt_sync_dir(o->path);
+	free(o->tmp);
+	o->tmp = NULL;
+	return VT_EXIT_OK;
+}
+
+void vt_outfile_abort(struct vt_outfile *o)
+{
+	if (o->fd >= 0)
+		close(o->fd);
+	o->fd = -1;
+	if (o->tmp)
+		unlink(o->tmp);
+	free(o->tmp);
+	o->tmp = NULL;
+}
