@@ -1,0 +1,365 @@
+/*
+ * fuse_ops.c - the FUSE low-level operations.
+ *
+ * The file system has at most two inodes: the root, and the disk file.  When
+ * MOUNTPOINT is a regular file the root *is* the disk file; when it is a
+ * directory the root holds the disk file under vf_fs.filename.  Nothing here
+ * knows the VHDX format: reads and writes go through vhdx_read() and
+ * vhdx_write(), which are safe to call from every worker thread at once.
+ *
+ * Durability: fsync, fdatasync, flush (every close) and release call
+ * vhdx_flush(), which makes the data and the BAT durable; unmount closes the
+ * image, which also marks its log empty.
+ *
+ * The disk has a fixed size, like a block device: O_TRUNC is ignored (as
+ * Linux ignores it for block devices) and changing the size fails with
+ * EINVAL.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+#include "vhdxfuse.h"
+
+/*
+ * Nothing changes the image behind our back (a read-write mount holds an
+ * exclusive lock): let the kernel cache attributes and data for long.
+ */
+#define VF_TIMEOUT 3600.0
+
+/* Largest read or write request we ask the kernel for. */
+#define VF_MAX_IO (1024 * 1024)
+
+static struct vf_fs *vf_fs_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static fuse_ino_t vf_file_ino(const struct vf_fs *fs)
+{
+	return fs->root_is_dir ? VF_INO_FILE : VF_INO_ROOT;
+}
+
+static int vf_is_file(const struct vf_fs *fs, fuse_ino_t ino)
+{
+	return ino == vf_file_ino(fs);
+}
+
+/* Allocated bytes now: blocks are allocated while a rw mount is used. */
+static uint64_t vf_disk_alloc(const struct vf_fs *fs)
+{
+	struct vhdx_info info;
+
+	if (fs->ro)
+		return fs->alloc_bytes;
+	vhdx_get_info(fs->img, &info);
+	return vf_alloc_bytes(&info);
+}
+
+static void vf_fill_times(const struct vf_fs *fs, struct stat *st)
+{
+	st->st_atim = fs->mtime;
+	st->st_mtim = fs->mtime;
+	st->st_ctim = fs->mtime;
+}
+
+/* Fill *st for ino; -ENOENT if there is no such inode. */
+static int vf_stat(const struct vf_fs *fs, fuse_ino_t ino, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = ino;
+	st->st_uid = fs->uid;
+	st->st_gid = fs->gid;
+	st->st_blksize = fs->blksize;
+	vf_fill_times(fs, st);
+	if (vf_is_file(fs, ino)) {
+		st->st_mode = S_IFREG | fs->file_mode;
+		st->st_nlink = 1;
+		st->st_size = (off_t)fs->size;
+		st->st_blocks = (blkcnt_t)((vf_disk_alloc(fs) + 511) / 512);
+		return 0;
+	}
+	if (ino == VF_INO_ROOT && fs->root_is_dir) {
+		st->st_mode = S_IFDIR | fs->dir_mode;
+		st->st_nlink = 2;
+		return 0;
+	}
+	return -ENOENT;
+}
+
+static void vf_init(void *userdata, struct fuse_conn_info *conn)
+{
+	if (conn->capable & FUSE_CAP_ASYNC_READ)
+		conn->want |= FUSE_CAP_ASYNC_READ;
+	conn->max_write = VF_MAX_IO;
+	/* O_TRUNC arrives with open(), where it is ignored, not as setattr */
+	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
+		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+	if (conn->max_readahead > VF_MAX_IO)
+		conn->max_readahead = VF_MAX_IO;
+}
+
+static void vf_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct vf_fs *fs = vf_fs_of(req);
+	struct fuse_entry_param e;
+
+	if (parent != VF_INO_ROOT || !fs->root_is_dir) {
+		fuse_reply_err(req, ENOTDIR);
+		return;
+	}
+	if (strcmp(name, fs->filename)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	memset(&e, 0, sizeof(e));
+	e.ino = VF_INO_FILE;
+	e.attr_timeout = VF_TIMEOUT;
+	e.entry_timeout = VF_TIMEOUT;
+	vf_stat(fs, e.ino, &e.attr);
+	fuse_reply_entry(req, &e);
+}
+
+static void vf_getattr(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct stat st;
+	int ret = vf_stat(vf_fs_of(req), ino, &st);
+
+	if (ret)
+		fuse_reply_err(req, -ret);
+	else
+		fuse_reply_attr(req, &st, VF_TIMEOUT);
+}
+
+/* The one place that decides whether the disk may be changed. */
+static int vf_check_writable(const struct vf_fs *fs)
+{
+	return fs->ro ? -EROFS : 0;
+}
+
+static void vf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct vf_fs *fs = vf_fs_of(req);
+	int ret;
+
+	if (!vf_is_file(fs, ino)) {
+		fuse_reply_err(req, EISDIR);
+		return;
+	}
+	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+		ret = vf_check_writable(fs);
+		if (ret) {
+			fuse_reply_err(req, -ret);
+			return;
+		}
+	}
+	/* The content cannot change behind the kernel's back. */
+	fi->keep_cache = 1;
+	fuse_reply_open(req, fi);
+}
+
+static void vf_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct vf_fs *fs = vf_fs_of(req);
+	uint64_t pos = (uint64_t)off;
+	char *buf;
+	long ret;
+
+	if (off < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (pos >= fs->size || !size) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	if (size > fs->size - pos)
+		size = (size_t)(fs->size - pos);
+	buf = malloc(size);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	ret = vhdx_read(fs->img, buf, size, pos);
+	if (ret < 0)
+		fuse_reply_err(req, (int)-ret);
+	else
+		fuse_reply_buf(req, buf, (size_t)ret);
+	free(buf);
+}
+
+static void vf_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
+		     size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct vf_fs *fs = vf_fs_of(req);
+	int ret = vf_check_writable(fs);
+	long n;
+
+	if (ret) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	if (off < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	n = vhdx_write(fs->img, buf, size, (uint64_t)off);
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	else
+		fuse_reply_write(req, (size_t)n);
+}
+
+static void vf_reply_ok(fuse_req_t req)
+{
+	fuse_reply_err(req, 0);
+}
+
+/* Make everything written so far durable (a no-op when read-only). */
+static void vf_sync(fuse_req_t req)
+{
+	struct vf_fs *fs = vf_fs_of(req);
+	int ret = fs->ro ? 0 : vhdx_flush(fs->img);
+
+	fuse_reply_err(req, ret < 0 ? -ret : 0);
+}
+
+static void vf_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	vf_sync(req);
+}
+
+static void vf_release(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	if ((fi->flags & O_ACCMODE) != O_RDONLY)
+		vf_sync(req);
+	else
+		vf_reply_ok(req);
+}
+
+static void vf_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
+		     struct fuse_file_info *fi)
+{
+	vf_sync(req);
+}
+
+/* The size is fixed; times and modes are not stored (nothing to change). */
+static void vf_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+		       int to_set, struct fuse_file_info *fi)
+{
+	struct vf_fs *fs = vf_fs_of(req);
+	struct stat st;
+	int ret = vf_stat(fs, ino, &st);
+
+	if (!ret && (to_set & FUSE_SET_ATTR_SIZE) &&
+	    (uint64_t)attr->st_size != fs->size)
+		ret = vf_is_file(fs, ino) && fs->ro ? -EROFS : -EINVAL;
+	if (ret)
+		fuse_reply_err(req, -ret);
+	else
+		fuse_reply_attr(req, &st, VF_TIMEOUT);
+}
+
+static void vf_opendir(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct vf_fs *fs = vf_fs_of(req);
+
+	if (ino != VF_INO_ROOT || !fs->root_is_dir) {
+		fuse_reply_err(req, ENOTDIR);
+		return;
+	}
+	fi->cache_readdir = 1;
+	fuse_reply_open(req, fi);
+}
+
+/* Append entry number idx (".", "..", the disk file) to buf; 0 if full. */
+static size_t vf_add_dirent(fuse_req_t req, const struct vf_fs *fs, off_t idx,
+			    char *buf, size_t len)
+{
+	static const char *const dots[] = {".", ".."};
+	struct stat st;
+
+	memset(&st, 0, sizeof(st));
+	st.st_ino = idx < 2 ? VF_INO_ROOT : VF_INO_FILE;
+	st.st_mode = idx < 2 ? S_IFDIR : S_IFREG;
+	return fuse_add_direntry(
+	    req, buf, len, idx < 2 ? dots[idx] : fs->filename, &st, idx + 1);
+}
+
+static void vf_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	struct vf_fs *fs = vf_fs_of(req);
+	size_t used = 0, n;
+	char *buf;
+
+	buf = malloc(size ? size : 1);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	for (; off >= 0 && off < 3; off++) {
+		n = vf_add_dirent(req, fs, off, buf + used, size - used);
+		if (n > size - used)
+			break;
+		used += n;
+	}
+	fuse_reply_buf(req, buf, used);
+	free(buf);
+}
+
+static void vf_releasedir(fuse_req_t req, fuse_ino_t ino,
+			  struct fuse_file_info *fi)
+{
+	vf_reply_ok(req);
+}
+
+static void vf_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
+			struct fuse_file_info *fi)
+{
+	vf_reply_ok(req);
+}
+
+static void vf_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct vf_fs *fs = vf_fs_of(req);
+	struct statvfs sv;
+
+	memset(&sv, 0, sizeof(sv));
+	sv.f_bsize = fs->blksize;
+	sv.f_frsize = fs->blksize;
+	sv.f_blocks = (fs->size + fs->blksize - 1) / fs->blksize;
+	sv.f_files = fs->root_is_dir ? 2 : 1;
+	sv.f_namemax = NAME_MAX;
+	if (fs->ro)
+		sv.f_flag |= ST_RDONLY;
+	fuse_reply_statfs(req, &sv);
+}
+
+const struct fuse_lowlevel_ops vf_ops = {
+    .init = vf_init,
+    .lookup = vf_lookup,
+    .getattr = vf_getattr,
+    .open = vf_open,
+    .read = vf_read,
+    .write = vf_write,
+    .setattr = vf_setattr,
+    .flush = vf_flush,
+    .release = vf_release,
+    .fsync = vf_fsync,
+    .opendir = vf_opendir,
+    .readdir = vf_readdir,
+    .releasedir = vf_releasedir,
+    .fsyncdir = vf_fsyncdir,
+    .statfs = vf_statfs,
+};

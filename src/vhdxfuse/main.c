@@ -1,0 +1,308 @@
+/*
+ * main.c - start-up and teardown of vhdxfuse.
+ *
+ * main() is a sequence of named steps: parse the command line, check the
+ * mount point, open, lock and validate the
+ * image (all while errors still reach the terminal), mount, detach, serve
+ * requests until unmounted, then close the image, which drops the lock.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "vhdxfuse.h"
+
+#define VF_BLKSIZE 4096
+
+/*
+ * A directory (holds the disk file) or a regular file (is the disk).  The
+ * absolute path is kept: libfuse unmounts by path, after the daemon has
+ * changed directory to /.
+ */
+static int vf_check_mountpoint(struct vf_fs *fs, const char *mountpoint)
+{
+	struct stat st;
+
+	if (stat(mountpoint, &st)) {
+		vf_log(LOG_ERR, "%s: %s", mountpoint, strerror(errno));
+		return VF_EXIT_MOUNT;
+	}
+	if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode)) {
+		vf_log(LOG_ERR,
+		       "%s: mount point is not a directory or "
+		       "a regular file",
+		       mountpoint);
+		return VF_EXIT_MOUNT;
+	}
+	fs->root_is_dir = S_ISDIR(st.st_mode);
+	fs->mountpoint = realpath(mountpoint, NULL);
+	if (!fs->mountpoint) {
+		vf_log(LOG_ERR, "%s: %s", mountpoint, strerror(errno));
+		return VF_EXIT_MOUNT;
+	}
+	return 0;
+}
+
+/* Refuse anything but a regular file before and after opening it. */
+static int vf_check_image_type(const char *image, const struct stat *st)
+{
+	if (S_ISREG(st->st_mode))
+		return 0;
+	vf_log(LOG_ERR, "%s: %s", image,
+	       S_ISDIR(st->st_mode) ? "is a directory" : "not a regular file");
+	return VF_EXIT_MOUNT;
+}
+
+/*
+ * Read-only mounts share an OFD read lock; a read-write mount takes an
+ * exclusive one, so it never runs beside another mount of the image (or a
+ * qemu-img that locks it).  OFD locks belong to the open file description,
+ * so the lock survives fuse_daemonize()'s fork.
+ */
+static int vf_lock_image(int fd, const char *image, int ro)
+{
+	struct flock fl;
+
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = ro ? F_RDLCK : F_WRLCK;
+	fl.l_whence = SEEK_SET;
+	if (!fcntl(fd, F_OFD_SETLK, &fl))
+		return 0;
+	if (errno == EAGAIN || errno == EACCES) {
+		vf_log(LOG_ERR, "%s is in use (locked by another process)",
+		       image);
+		return VF_EXIT_MOUNT;
+	}
+	vf_log(LOG_WARNING, "%s: cannot lock (%s); continuing without a lock",
+	       image, strerror(errno));
+	return 0;
+}
+
+/* Open IMAGE without blocking on odd file types, check it, lock it. */
+static int vf_open_image_file(struct vf_fs *fs, struct stat *st)
+{
+	int flags = fs->ro ? O_RDONLY : O_RDWR;
+	int ret;
+
+	if (stat(fs->image, st)) {
+		vf_log(LOG_ERR, "%s: %s", fs->image, strerror(errno));
+		return VF_EXIT_MOUNT;
+	}
+	ret = vf_check_image_type(fs->image, st);
+	if (ret)
+		return ret;
+	fs->fd = open(fs->image, flags | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+	if (fs->fd < 0 && !fs->ro &&
+	    (errno == EACCES || errno == EROFS || errno == EPERM)) {
+		vf_log(LOG_ERR,
+		       "%s: cannot open for writing: %s; mount with -o ro "
+		       "to read it",
+		       fs->image, strerror(errno));
+		return VF_EXIT_MOUNT;
+	}
+	if (fs->fd < 0 || fstat(fs->fd, st)) {
+		vf_log(LOG_ERR, "%s: %s", fs->image, strerror(errno));
+		return VF_EXIT_MOUNT;
+	}
+	ret = vf_check_image_type(fs->image, st);
+	if (ret)
+		return ret;
+	if (fcntl(fs->fd, F_SETFL, flags)) {
+		vf_log(LOG_ERR, "%s: %s", fs->image, strerror(errno));
+		return VF_EXIT_MOUNT;
+	}
+	return vf_lock_image(fs->fd, fs->image, fs->ro);
+}
+
+static int vf_open_vhdx(struct vf_fs *fs, const struct vf_options *opts)
+{
+	struct vhdx_open_opts vopts;
+	struct vhdx_io io;
+	int ret;
+
+	vhdx_io_fd_init(&io, &fs->fd);
+	memset(&vopts, 0, sizeof(vopts));
+	vopts.flags = fs->ro ? VHDX_OPEN_RDONLY : 0;
+	vopts.msg = vf_log_vhdx;
+	vopts.msg_opaque = (void *)fs->image;
+	vopts.path = fs->image;
+	vopts.parent_path = opts->parent;
+	ret = vhdx_open(&fs->img, &io, &vopts);
+	if (!ret)
+		return 0;
+	fs->img = NULL;
+	if (!vf_log_vhdx_errors())
+		vf_log(LOG_ERR, "%s: cannot open the image: %s", fs->image,
+		       strerror(-ret));
+	return VF_EXIT_MOUNT;
+}
+
+/* Bytes of the disk backed by payload blocks, for st_blocks (du). */
+uint64_t vf_alloc_bytes(const struct vhdx_info *info)
+{
+	uint64_t present = info->state_count[VHDX_BLOCK_FULLY_PRESENT] +
+			   info->state_count[VHDX_BLOCK_PARTIALLY_PRESENT];
+
+	if (info->block_size && present > UINT64_MAX / info->block_size)
+		return info->virtual_size;
+	if (present * info->block_size > info->virtual_size)
+		return info->virtual_size;
+	return present * info->block_size;
+}
+
+/* What getattr reports (st_blocks is recomputed as blocks are allocated). */
+static int vf_fill_attrs(struct vf_fs *fs, const struct vf_options *opts,
+			 const struct stat *st)
+{
+	struct vhdx_info info;
+
+	vhdx_get_info(fs->img, &info);
+	fs->size = info.virtual_size;
+	fs->alloc_bytes = vf_alloc_bytes(&info);
+	fs->blksize = VF_BLKSIZE;
+	fs->mtime = st->st_mtim;
+	fs->uid = opts->uid_set ? opts->uid : getuid();
+	fs->gid = opts->gid_set ? opts->gid : getgid();
+	fs->file_mode = (fs->ro ? 0444 : 0644) & ~opts->umask;
+	fs->dir_mode = (fs->ro ? 0555 : 0755) & ~opts->umask;
+	if (opts->filename && !fs->root_is_dir)
+		vf_log(LOG_WARNING, "filename= is ignored: the mount point is "
+				    "a regular file");
+	fs->filename = opts->filename ? strdup(opts->filename)
+				      : vf_default_filename(fs->image);
+	if (!fs->filename) {
+		vf_log(LOG_ERR, "out of memory");
+		return VF_EXIT_MOUNT;
+	}
+	return 0;
+}
+
+static int vf_setup(struct vf_fs *fs, const struct vf_options *opts)
+{
+	struct stat st;
+	int ret;
+
+	fs->image = opts->image;
+	fs->ro = opts->ro;
+	ret = vf_check_mountpoint(fs, opts->mountpoint);
+	if (!ret)
+		ret = vf_open_image_file(fs, &st);
+	if (!ret)
+		ret = vf_open_vhdx(fs, opts);
+	if (!ret)
+		ret = vf_fill_attrs(fs, opts, &st);
+	return ret;
+}
+
+/* libfuse's "not set" value for max_idle_threads, which it then rejects */
+#define VF_IDLE_THREADS_UNSET UINT_MAX
+#define VF_IDLE_THREADS	      10
+
+/* Serve requests until unmounted or signalled: < 0 on failure. */
+static int vf_loop(struct fuse_session *se, const struct vf_options *opts)
+{
+	struct fuse_loop_config cfg;
+
+	if (opts->cmd.singlethread)
+		return fuse_session_loop(se);
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.clone_fd = opts->cmd.clone_fd;
+	cfg.max_idle_threads = opts->cmd.max_idle_threads;
+	if (cfg.max_idle_threads == VF_IDLE_THREADS_UNSET)
+		cfg.max_idle_threads = VF_IDLE_THREADS;
+	return fuse_session_loop_mt(se, &cfg);
+}
+
+/*
+ * Mount, detach unless -f, serve until unmounted, unmount.  The loop
+ * returns the signal number after SIGTERM, SIGINT or SIGHUP: a clean exit.
+ */
+static int vf_serve(struct vf_fs *fs, struct fuse_session *se,
+		    const struct vf_options *opts)
+{
+	int ret = VF_EXIT_MOUNT;
+
+	if (fuse_set_signal_handlers(se))
+		return VF_EXIT_MOUNT;
+	if (fuse_session_mount(se, fs->mountpoint))
+		goto out_signals;
+	if (fuse_daemonize(opts->cmd.foreground))
+		goto out_unmount;
+	if (!opts->cmd.foreground)
+		vf_log_to_syslog();
+	if (vf_loop(se, opts) < 0)
+		vf_log(LOG_ERR, "%s: the FUSE session failed", fs->mountpoint);
+	else
+		ret = VF_EXIT_OK;
+out_unmount:
+	fuse_session_unmount(se);
+out_signals:
+	fuse_remove_signal_handlers(se);
+	return ret;
+}
+
+static int vf_close(struct vf_fs *fs)
+{
+	int ret = 0;
+
+	if (fs->img) {
+		ret = vhdx_close(fs->img);
+		if (ret)
+			vf_log(LOG_ERR, "%s: closing the image failed: %s",
+			       fs->image, strerror(-ret));
+	}
+	if (fs->fd >= 0)
+		close(fs->fd);
+	free(fs->filename);
+	free(fs->mountpoint);
+	return ret ? VF_EXIT_MOUNT : VF_EXIT_OK;
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct fuse_session *se = NULL;
+	struct vf_options opts;
+	struct vf_fs fs;
+	int ret, cret;
+
+	memset(&opts, 0, sizeof(opts));
+	memset(&fs, 0, sizeof(fs));
+	fs.fd = -1;
+	ret = vf_opt_parse(&args, &opts) ? VF_EXIT_USAGE : VF_EXIT_OK;
+	if (ret)
+		goto out;
+	if (opts.show_help || opts.show_version) {
+		if (opts.show_help)
+			vf_print_help(argv[0]);
+		else
+			vf_print_version();
+		goto out;
+	}
+	vf_log_set_debug(opts.cmd.debug);
+	se = fuse_session_new(&args, &vf_ops, sizeof(vf_ops), &fs);
+	if (!se) {
+		vf_print_usage(argv[0]);
+		ret = VF_EXIT_USAGE;
+		goto out;
+	}
+	ret = vf_setup(&fs, &opts);
+	if (!ret)
+		ret = vf_serve(&fs, se, &opts);
+out:
+	if (se)
+		fuse_session_destroy(se);
+	cret = vf_close(&fs);
+	if (!ret)
+		ret = cret;
+	vf_opt_free(&opts);
+	fuse_opt_free_args(&args);
+	return ret;
+}

@@ -1,0 +1,667 @@
+#!/usr/bin/env bats
+# The vhdxfuse command line: options, usage errors, exit statuses, the two
+# kinds of mount point, ownership and modes, locking, daemon mode, and the
+# exposed content against qemu-img as the oracle.
+
+bats_require_minimum_version 1.5.0
+
+load lib/common
+
+setup() {
+	common_setup
+	require_cmd qemu-img qemu-io python3
+	IMG=$T/disk.vhdx
+	MNT=$T/mnt
+	mkdir "$MNT"
+	# unmounted in teardown should a test mount it by mistake
+	VF_MOUNTS+=("$MNT")
+}
+
+teardown() {
+	common_teardown
+}
+
+# Run the daemon for a test that expects it to fail.  Should it mount and
+# detach instead, it must not hold bats' fd 3 (teardown unmounts it).
+run_vf() {
+	run --separate-stderr "$VHDXFUSE" "$@" 3>&-
+}
+
+run_vf_timeout() {
+	run --separate-stderr timeout 10 "$VHDXFUSE" "$@" 3>&-
+}
+
+# make_image PATH SIZE [qemu-io command...]: a VHDX image made by QEMU.
+make_image() {
+	local img=$1 size=$2 c
+	shift 2
+	qemu-img create -q -f vhdx "$img" "$size"
+	for c in "$@"; do
+		qemu-io -f vhdx -c "$c" "$img" >/dev/null
+	done
+}
+
+# The test image: data at the start, in the middle, and at the very end of
+# a disk whose size is not a multiple of the block size.
+make_test_image() {
+	make_image "$IMG" 10000000 'write -P 0xab 0 1M' \
+		'write -P 0x11 3000k 2M' 'write -P 0xcd 9999872 512'
+}
+
+# The raw disk according to QEMU (run before mounting: QEMU's own image
+# locking would otherwise see our lock).
+reference() {
+	qemu-img convert -f vhdx -O raw "$1" "$2"
+}
+
+virtual_size() {
+	qemu-img info -U --output=json "$1" |
+		python3 -c 'import json, sys; print(json.load(sys.stdin)["virtual-size"])'
+}
+
+# PIDs of the vhdxfuse processes that have MOUNTPOINT as an argument.
+daemon_pids() {
+	local mnt=$1 p
+	for p in $(pgrep -x vhdxfuse); do
+		tr '\0' '\n' <"/proc/$p/cmdline" 2>/dev/null |
+			grep -qxF -- "$mnt" && echo "$p"
+	done
+	return 0
+}
+
+# 0 once PID has exited (a zombie waiting for init counts as exited).
+wait_exited() {
+	local pid=$1 deadline=$((SECONDS + $2)) st
+	while st=$(ps -o stat= -p "$pid" 2>/dev/null); do
+		[[ $st == Z* ]] && return 0
+		[ "$SECONDS" -ge "$deadline" ] && return 1
+		sleep 0.05
+	done
+	return 0
+}
+
+# Succeeds if an exclusive fcntl (lockf) lock on FILE can be taken now.
+can_write_lock() {
+	python3 - "$1" <<'EOF'
+import fcntl, sys
+with open(sys.argv[1], "r+b") as f:
+    try:
+        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        sys.exit(1)
+EOF
+}
+
+assert_not_mounted() {
+	run findmnt -rn -M "$1"
+	assert_failure
+}
+
+# The exposed file of MNT equals the reference.
+assert_same_content() {
+	run cmp "$1" "$2"
+	assert_success
+}
+
+# ------------------------------------------------------------ help, version
+
+@test "--help prints our options, then libfuse's, to stdout and exits 0" {
+	run_vf --help
+	assert_success
+	[ -z "$stderr" ]
+	local o
+	for o in "-o ro" "-o uid=" "-o gid=" "-o umask=" "-o filename=" \
+		"-o allow_other" "--version" "IMAGE MOUNTPOINT"; do
+		assert_output --partial -- "$o"
+	done
+	# from fuse_cmdline_help() and fuse_lowlevel_help()
+	assert_output --partial "clone_fd"
+	assert_output --partial "auto_unmount"
+	local ours fuses
+	ours=$(grep -n -- "-o filename=" <<<"$output" | head -1 | cut -d: -f1)
+	fuses=$(grep -n -- "clone_fd" <<<"$output" | head -1 | cut -d: -f1)
+	[ "$ours" -lt "$fuses" ]
+}
+
+@test "-h is --help" {
+	run_vf -h
+	assert_success
+	assert_output --partial "-o filename="
+	assert_output --partial "clone_fd"
+}
+
+@test "--version names our version and the FUSE library's" {
+	require_cmd pkg-config
+	local ours fuse
+	ours=$(sed -n 's/^AC_INIT(\[vhdxfuse\], *\[\([^]]*\)\].*/\1/p' \
+		"$TOP_SRCDIR/configure.ac")
+	fuse=$(pkg-config --modversion fuse3)
+	[ -n "$ours" ] && [ -n "$fuse" ]
+	run_vf --version
+	assert_success
+	assert_line --regexp "^vhdxfuse .*$ours\$"
+	assert_line --regexp "FUSE library.* $fuse\$"
+	run_vf -V
+	assert_success
+	assert_line --regexp "^vhdxfuse .*$ours\$"
+}
+
+# ------------------------------------------------------------ usage errors
+
+@test "no arguments: usage on stderr, exit 1" {
+	run --separate-stderr "$VHDXFUSE"
+	assert_failure 1
+	[ -z "$output" ]
+	[[ $stderr == *usage:* ]]
+}
+
+@test "only IMAGE: exit 1, says MOUNTPOINT is missing" {
+	make_test_image
+	run_vf -o ro "$IMG"
+	assert_failure 1
+	[[ $stderr == *MOUNTPOINT* ]]
+	[[ $stderr == *usage:* ]]
+}
+
+@test "a third positional argument: exit 1, names it" {
+	make_test_image
+	run_vf -o ro "$IMG" "$MNT" extra-arg
+	assert_failure 1
+	[[ $stderr == *extra-arg* ]]
+	assert_not_mounted "$MNT"
+}
+
+@test "unknown options: exit 1, names the option, mounts nothing" {
+	make_test_image
+	run_vf -o ro,no_such_option "$IMG" "$MNT"
+	assert_failure 1
+	[[ $stderr == *no_such_option* ]]
+	run_vf -o ro --no-such-flag "$IMG" "$MNT"
+	assert_failure 1
+	[[ $stderr == *--no-such-flag* ]]
+	assert_not_mounted "$MNT"
+}
+
+@test "invalid option values: exit 1 with a message" {
+	make_test_image
+	local o
+	for o in uid=abc uid=-1 uid= gid=12x umask=8 umask=1000 \
+		filename=a/b filename=. filename=.. filename=; do
+		run_vf -o "ro,$o" "$IMG" "$MNT"
+		assert_failure 1
+		[[ $stderr == *"$o"* ]] || {
+			echo "no mention of $o in: $stderr"
+			return 1
+		}
+	done
+	assert_not_mounted "$MNT"
+}
+
+@test "without ro: refused with the write-support message, image untouched" {
+	make_test_image
+	local before mtime o
+	before=$(sha256 "$IMG")
+	mtime=$(stat -c %Y.%y "$IMG")
+	for o in "" "-o rw" "-o ro,rw" "-o defaults" "-o nofail"; do
+		# shellcheck disable=SC2086
+		run_vf $o "$IMG" "$MNT"
+		assert_failure 1
+		[[ $stderr == *"write support is not available yet; mount with -o ro"* ]]
+		assert_not_mounted "$MNT"
+	done
+	[ "$(sha256 "$IMG")" = "$before" ]
+	[ "$(stat -c %Y.%y "$IMG")" = "$mtime" ]
+}
+
+# ------------------------------------------------------------ bad images
+
+@test "nonexistent image: exit 32, names it" {
+	run_vf -o ro "$T/missing.vhdx" "$MNT"
+	assert_failure 32
+	[[ $stderr == *"$T/missing.vhdx"*"No such file or directory"* ]]
+	assert_not_mounted "$MNT"
+}
+
+@test "image is a directory: exit 32" {
+	mkdir "$T/dir.vhdx"
+	run_vf -o ro "$T/dir.vhdx" "$MNT"
+	assert_failure 32
+	[[ $stderr == *"$T/dir.vhdx"*"directory"* ]]
+	assert_not_mounted "$MNT"
+}
+
+@test "image is a FIFO: exit 32 at once, without blocking on it" {
+	mkfifo "$T/fifo.vhdx"
+	run_vf_timeout -o ro "$T/fifo.vhdx" "$MNT"
+	assert_failure 32
+	[[ $stderr == *"$T/fifo.vhdx"*"not a regular file"* ]]
+	assert_not_mounted "$MNT"
+}
+
+@test "image is a character device: exit 32" {
+	run_vf_timeout -o ro /dev/null "$MNT"
+	assert_failure 32
+	[[ $stderr == *"/dev/null"*"not a regular file"* ]]
+}
+
+@test "not a VHDX image: the library's message as 'vhdxfuse: IMAGE: ...', exit 32, file untouched" {
+	local f before
+	head -c 1048576 /dev/urandom >"$T/random.vhdx"
+	: >"$T/empty.vhdx"
+	qemu-img create -q -f qcow2 "$T/qcow2.vhdx" 1M
+	for f in random empty qcow2; do
+		before=$(sha256 "$T/$f.vhdx")
+		run_vf -o ro "$T/$f.vhdx" "$MNT"
+		assert_failure 32
+		[ -z "$output" ]
+		[[ $stderr == "vhdxfuse: $T/$f.vhdx: "?* ]]
+		[ "$(sha256 "$T/$f.vhdx")" = "$before" ]
+		assert_not_mounted "$MNT"
+	done
+}
+
+@test "nonexistent mount point: exit 32, names it, image untouched" {
+	make_test_image
+	local before
+	before=$(sha256 "$IMG")
+	run_vf -o ro "$IMG" "$T/nowhere"
+	assert_failure 32
+	[[ $stderr == *"$T/nowhere"*"No such file or directory"* ]]
+	[ "$(sha256 "$IMG")" = "$before" ]
+}
+
+@test "mount point that is neither a directory nor a regular file: exit 32" {
+	make_test_image
+	mkfifo "$T/fifo"
+	run_vf_timeout -o ro "$IMG" "$T/fifo"
+	assert_failure 32
+	[[ $stderr == *"$T/fifo"* ]]
+}
+
+# ------------------------------------------------------------ mounting
+
+@test "directory mount point: one file, IMAGE's name with .raw, qemu-img's bytes" {
+	require_fuse
+	make_test_image
+	reference "$IMG" "$T/ref.raw"
+	vf_mount "$IMG" "$MNT" -o ro
+	run ls -A "$MNT"
+	assert_output "disk.raw"
+	[ -d "$MNT" ]
+	[ -f "$MNT/disk.raw" ]
+	[ "$(stat -c %s "$MNT/disk.raw")" = "$(virtual_size "$IMG")" ]
+	assert_same_content "$MNT/disk.raw" "$T/ref.raw"
+	run ls "$MNT/other"
+	assert_failure
+	vf_umount "$MNT"
+}
+
+@test "default file name: .vhdx and .avhdx in any case become .raw, else .raw is appended" {
+	require_fuse
+	local name want
+	for name in "Server.VHDX:Server.raw" "diff.avhdx:diff.raw" \
+		"plain:plain.raw" "a.vhdx.bak:a.vhdx.bak.raw"; do
+		want=${name#*:}
+		name=${name%%:*}
+		make_image "$T/$name" 1M
+		vf_mount "$T/$name" "$MNT" -o ro
+		run ls -A "$MNT"
+		assert_output "$want"
+		vf_umount "$MNT"
+	done
+}
+
+@test "-o filename=NAME names the file" {
+	require_fuse
+	make_test_image
+	reference "$IMG" "$T/ref.raw"
+	vf_mount "$IMG" "$MNT" -o ro,filename=my-disk.img
+	run ls -A "$MNT"
+	assert_output "my-disk.img"
+	assert_same_content "$MNT/my-disk.img" "$T/ref.raw"
+	vf_umount "$MNT"
+}
+
+@test "regular file mount point: it becomes the disk" {
+	require_fuse
+	make_test_image
+	reference "$IMG" "$T/ref.raw"
+	touch "$T/disk.img"
+	vf_mount "$IMG" "$T/disk.img" -o ro
+	[ -f "$T/disk.img" ]
+	[ "$(stat -c %s "$T/disk.img")" = "$(virtual_size "$IMG")" ]
+	assert_same_content "$T/disk.img" "$T/ref.raw"
+	vf_umount "$T/disk.img"
+	[ "$(stat -c %s "$T/disk.img")" = 0 ]
+}
+
+@test "filename= with a regular file mount point is ignored with a warning" {
+	require_fuse
+	make_test_image
+	touch "$T/disk.img"
+	vf_mount "$IMG" "$T/disk.img" -o ro,filename=x.raw
+	[ "$(stat -c %s "$T/disk.img")" = "$(virtual_size "$IMG")" ]
+	grep -q "filename=" "$T/vhdxfuse.log"
+	vf_umount "$T/disk.img"
+}
+
+@test "-r is -o ro; -o rw,ro ends read-only" {
+	require_fuse
+	make_test_image
+	vf_mount "$IMG" "$MNT" -r
+	[ -f "$MNT/disk.raw" ]
+	vf_umount "$MNT"
+	vf_mount "$IMG" "$MNT" -o rw,ro
+	run findmnt -rn -o OPTIONS -M "$MNT"
+	assert_output --regexp '(^|,)ro(,|$)'
+	vf_umount "$MNT"
+}
+
+@test "fstab words are accepted and ignored" {
+	require_fuse
+	make_test_image
+	vf_mount "$IMG" "$MNT" -o defaults,ro,auto,noauto,user,users,nouser \
+		-o _netdev,nofail,x-systemd.automount,x-foo=bar,comment=hello
+	[ -f "$MNT/disk.raw" ]
+	vf_umount "$MNT"
+}
+
+@test "default owner is the caller; mode 0444, directory 0555; times are the image's mtime" {
+	require_fuse
+	make_test_image
+	touch -d "2001-02-03 04:05:06" "$IMG"
+	vf_mount "$IMG" "$MNT" -o ro
+	run stat -c "%u %g %a" "$MNT/disk.raw"
+	assert_output "$(id -u) $(id -g) 444"
+	run stat -c "%u %g %a" "$MNT"
+	assert_output "$(id -u) $(id -g) 555"
+	[ "$(stat -c %Y "$MNT/disk.raw")" = "$(stat -c %Y "$IMG")" ]
+	vf_umount "$MNT"
+}
+
+@test "uid=, gid= and umask= set owner and modes" {
+	require_fuse
+	make_test_image
+	local fmode dmode
+	fmode=$(printf '%o' $((0444 & ~027)))
+	dmode=$(printf '%o' $((0555 & ~027)))
+	vf_mount "$IMG" "$MNT" -o ro,uid=1234,gid=4321,umask=027
+	run stat -c "%u %g %a" "$MNT/disk.raw"
+	assert_output "1234 4321 $fmode"
+	run stat -c "%u %g %a" "$MNT"
+	assert_output "1234 4321 $dmode"
+	vf_umount "$MNT"
+	touch "$T/disk.img"
+	vf_mount "$IMG" "$T/disk.img" -o ro,uid=7,gid=8,umask=0222
+	run stat -c "%u %g %a" "$T/disk.img"
+	assert_output "7 8 $(printf '%o' $((0444 & ~0222)))"
+	vf_umount "$T/disk.img"
+}
+
+@test "the kernel enforces the modes: umask=004 keeps other users out" {
+	require_fuse
+	require_root
+	require_cmd setpriv
+	make_test_image
+	chmod 755 "$T"
+	local nobody=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+	vf_mount "$IMG" "$MNT" -o ro,allow_other
+	run "${nobody[@]}" head -c 1 "$MNT/disk.raw"
+	assert_success
+	vf_umount "$MNT"
+	vf_mount "$IMG" "$MNT" -o ro,allow_other,umask=004
+	run "${nobody[@]}" head -c 1 "$MNT/disk.raw"
+	assert_failure
+	assert_output --partial "Permission denied"
+	vf_umount "$MNT"
+}
+
+@test "findmnt: SOURCE is IMAGE's absolute path, FSTYPE fuse.vhdxfuse" {
+	require_fuse
+	make_test_image
+	cd "$T"
+	vf_mount disk.vhdx "$MNT" -o ro
+	run findmnt -rn -o SOURCE,FSTYPE -M "$MNT"
+	assert_output "$(realpath "$IMG") fuse.vhdxfuse"
+	vf_umount "$MNT"
+	vf_mount "$IMG" "$MNT" -o ro,fsname=myimage
+	run findmnt -rn -o SOURCE -M "$MNT"
+	assert_output "myimage"
+	vf_umount "$MNT"
+}
+
+@test "the mount is read-only: writes, truncation and new files fail" {
+	require_fuse
+	make_test_image
+	reference "$IMG" "$T/ref.raw"
+	vf_mount "$IMG" "$MNT" -o ro
+	run findmnt -rn -o OPTIONS -M "$MNT"
+	assert_output --regexp '(^|,)ro(,|$)'
+	run bash -c "echo x >>'$MNT/disk.raw'"
+	assert_failure
+	run python3 -c '
+import errno, os, sys
+try:
+    os.open(sys.argv[1], os.O_WRONLY)
+except OSError as e:
+    sys.exit(0 if e.errno in (errno.EROFS, errno.EACCES) else 2)
+sys.exit(1)' "$MNT/disk.raw"
+	assert_success
+	run truncate -s 0 "$MNT/disk.raw"
+	assert_failure
+	run dd if=/dev/zero of="$MNT/disk.raw" bs=512 count=1 conv=notrunc
+	assert_failure
+	run touch "$MNT/new-file"
+	assert_failure
+	assert_same_content "$MNT/disk.raw" "$T/ref.raw"
+	vf_umount "$MNT"
+}
+
+@test "reads at and past the end return what exists, then nothing" {
+	require_fuse
+	make_test_image
+	local size
+	size=$(virtual_size "$IMG")
+	vf_mount "$IMG" "$MNT" -o ro
+	run python3 -c '
+import os, sys
+size = int(sys.argv[2])
+fd = os.open(sys.argv[1], os.O_RDONLY)
+print(len(os.pread(fd, 4096, size - 100)), len(os.pread(fd, 10, size)),
+      len(os.pread(fd, 10, size + 12345)), os.pread(fd, 2, size - 2).hex())
+' "$MNT/disk.raw" "$size"
+	assert_success
+	assert_output "100 0 0 cdcd"
+	vf_umount "$MNT"
+}
+
+@test "a sparse 1 TB disk: size and a read at the far end" {
+	require_fuse
+	make_image "$IMG" 1000000000000 'write -P 0x5e 999999995904 4096'
+	vf_mount "$IMG" "$MNT" -o ro
+	[ "$(stat -c %s "$MNT/disk.raw")" = 1000000000000 ]
+	# 0x5e is octal 136
+	cmp <(tail -c 4096 "$MNT/disk.raw") <(head -c 4096 /dev/zero | tr '\0' '\136')
+	run bash -c "head -c 1048576 '$MNT/disk.raw' | tr -d '\\0' | wc -c"
+	assert_output 0
+	vf_umount "$MNT"
+}
+
+@test "parallel readers all see qemu-img's bytes (multi-threaded)" {
+	require_fuse
+	# random data with holes, so that reads cross present and absent blocks
+	truncate -s 64M "$T/src.raw"
+	local off
+	for off in 0 5 17 18 40 63; do
+		head -c 1M /dev/urandom | dd of="$T/src.raw" bs=1M seek="$off" \
+			conv=notrunc status=none
+	done
+	qemu-img convert -f raw -O vhdx "$T/src.raw" "$IMG"
+	qemu-io -f vhdx -c 'write -P 0x42 20M 13M' "$IMG" >/dev/null
+	reference "$IMG" "$T/ref.raw"
+	vf_mount "$IMG" "$MNT" -o ro
+	local i pids=()
+	for i in 0 1 2 3 4 5 6 7; do
+		cmp <(dd if="$MNT/disk.raw" bs=1M skip=$((i * 8)) count=8 \
+			iflag=direct status=none) \
+			<(dd if="$T/ref.raw" bs=1M skip=$((i * 8)) count=8 \
+				status=none) &
+		pids+=($!)
+	done
+	for i in "${pids[@]}"; do
+		wait "$i"
+	done
+	assert_same_content "$MNT/disk.raw" "$T/ref.raw"
+	vf_umount "$MNT"
+}
+
+@test "-s (single thread) and -d (debug) serve the same bytes" {
+	require_fuse
+	make_test_image
+	reference "$IMG" "$T/ref.raw"
+	vf_mount "$IMG" "$MNT" -o ro -s
+	assert_same_content "$MNT/disk.raw" "$T/ref.raw"
+	vf_umount "$MNT"
+	vf_mount "$IMG" "$MNT" -o ro -d
+	assert_same_content "$MNT/disk.raw" "$T/ref.raw"
+	vf_umount "$MNT"
+	grep -q "READ" "$T/vhdxfuse.log"
+}
+
+@test "statfs works on the mount" {
+	require_fuse
+	make_test_image
+	vf_mount "$IMG" "$MNT" -o ro
+	run df -P "$MNT"
+	assert_success
+	assert_output --partial "$MNT"
+	vf_umount "$MNT"
+}
+
+@test "the image file is byte-for-byte unchanged by a mount, reads and unmount" {
+	require_fuse
+	make_test_image
+	local before mtime
+	before=$(sha256 "$IMG")
+	mtime=$(stat -c %y "$IMG")
+	vf_mount "$IMG" "$MNT" -o ro
+	cat "$MNT/disk.raw" >/dev/null
+	vf_umount "$MNT"
+	[ "$(sha256 "$IMG")" = "$before" ]
+	[ "$(stat -c %y "$IMG")" = "$mtime" ]
+}
+
+# ------------------------------------------------------------ locking
+
+@test "shared lock: a second read-only mount works, a write lock is refused until unmount" {
+	require_fuse
+	make_test_image
+	reference "$IMG" "$T/ref.raw"
+	can_write_lock "$IMG"
+	vf_mount "$IMG" "$MNT" -o ro
+	local pid1=$VF_PID
+	run can_write_lock "$IMG"
+	assert_failure
+	touch "$T/second.raw"
+	vf_mount "$IMG" "$T/second.raw" -o ro
+	assert_same_content "$T/second.raw" "$T/ref.raw"
+	assert_same_content "$MNT/disk.raw" "$T/ref.raw"
+	vf_umount "$T/second.raw"
+	run can_write_lock "$IMG"
+	assert_failure
+	VF_PID=$pid1
+	vf_umount "$MNT"
+	can_write_lock "$IMG"
+}
+
+@test "an image write-locked by another process: exit 32, 'in use'" {
+	require_fuse
+	make_test_image
+	python3 - "$IMG" "$T/locked" 3>&- <<'EOF' &
+import fcntl, sys, time
+with open(sys.argv[1], "r+b") as f:
+    fcntl.lockf(f, fcntl.LOCK_EX)
+    open(sys.argv[2], "w").close()
+    time.sleep(60)
+EOF
+	local holder=$!
+	VF_PIDS+=("$holder")
+	local deadline=$((SECONDS + 10))
+	until [ -e "$T/locked" ]; do
+		[ "$SECONDS" -lt "$deadline" ]
+		sleep 0.05
+	done
+	run_vf -o ro "$IMG" "$MNT"
+	kill "$holder"
+	assert_failure 32
+	[[ $stderr == *"$IMG is in use (locked by another process)"* ]]
+	assert_not_mounted "$MNT"
+}
+
+# ------------------------------------------------------------ daemon mode
+
+@test "without -f: detaches once mounted, logs nothing to the terminal, exits on unmount" {
+	require_fuse
+	make_test_image
+	reference "$IMG" "$T/ref.raw"
+	VF_MOUNTS+=("$MNT")
+	run_vf -o ro "$IMG" "$MNT" 3>&-
+	assert_success
+	[ -z "$output" ] && [ -z "$stderr" ]
+	run findmnt -rn -o SOURCE,FSTYPE -M "$MNT"
+	assert_output "$IMG fuse.vhdxfuse"
+	local pids
+	pids=($(daemon_pids "$MNT"))
+	[ "${#pids[@]}" -eq 1 ]
+	VF_PIDS+=("${pids[0]}")
+	# a daemon: its own session, not a child of this shell
+	[ "$(ps -o sid= -p "${pids[0]}" | tr -d ' ')" = "${pids[0]}" ]
+	assert_same_content "$MNT/disk.raw" "$T/ref.raw"
+	fusermount3 -u "$MNT"
+	wait_exited "${pids[0]}" 10
+	assert_not_mounted "$MNT"
+	can_write_lock "$IMG"
+}
+
+@test "with -f: silent on success, exits 0 after fusermount3 -u" {
+	require_fuse
+	make_test_image
+	vf_mount "$IMG" "$MNT" -o ro
+	cat "$MNT/disk.raw" >/dev/null
+	fusermount3 -u "$MNT"
+	wait "$VF_PID"
+	[ ! -s "$T/vhdxfuse.log" ] || {
+		cat "$T/vhdxfuse.log"
+		return 1
+	}
+}
+
+@test "SIGTERM, SIGHUP: unmount and exit 0" {
+	require_fuse
+	make_test_image
+	local sig
+	for sig in TERM HUP; do
+		vf_mount "$IMG" "$MNT" -o ro
+		kill -"$sig" "$VF_PID"
+		wait "$VF_PID"
+		assert_not_mounted "$MNT"
+	done
+}
+
+@test "relative paths, detached: SIGTERM still unmounts (the daemon is in /)" {
+	require_fuse
+	make_test_image
+	cd "$T"
+	run_vf -o ro disk.vhdx mnt
+	assert_success
+	run findmnt -rn -o SOURCE,TARGET -M "$MNT"
+	assert_output "$(realpath "$IMG") $(realpath "$MNT")"
+	local pids
+	pids=($(daemon_pids mnt))
+	[ "${#pids[@]}" -eq 1 ]
+	VF_PIDS+=("${pids[0]}")
+	[ "$(readlink "/proc/${pids[0]}/cwd")" = / ]
+	kill -TERM "${pids[0]}"
+	wait_exited "${pids[0]}" 10
+	assert_not_mounted "$MNT"
+}

@@ -1,0 +1,209 @@
+#!/usr/bin/env bats
+# fstab and mount(8): entries of type fuse.vhdxfuse (through the stock
+# mount.fuse3) and vhdxfuse (through contrib/mount.vhdxfuse), mounted with
+# `mount --fstab FILE MOUNTPOINT`, unmounted with umount(8), and no daemon
+# left behind.
+#
+# mount(8) runs its helpers with a fixed PATH, not the caller's, so the
+# daemon of the build tree is made visible as /usr/local/bin/vhdxfuse, and
+# the helper as /sbin/mount.vhdxfuse (the only places mount(8) looks), for
+# the duration of a test, and only if nothing is installed there.
+
+bats_require_minimum_version 1.5.0
+
+load lib/common
+
+# What mount(8) finds when its helpers run "vhdxfuse".
+VF_STD_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+
+setup() {
+	common_setup
+	VF_INSTALLED=()
+	require_root
+	require_fuse
+	require_cmd qemu-img qemu-io findmnt mount umount python3
+	IMG=$T/disk.vhdx
+	MNT=$T/mnt
+	mkdir "$MNT"
+	qemu-img create -q -f vhdx "$IMG" 16M
+	qemu-io -f vhdx -c 'write -P 0xab 0 1M' -c 'write -P 0x5c 15M 1M' \
+		"$IMG" >/dev/null
+	qemu-img convert -f vhdx -O raw "$IMG" "$T/ref.raw"
+	install_daemon
+}
+
+teardown() {
+	common_teardown
+	local f
+	for f in "${VF_INSTALLED[@]}"; do
+		rm -f "$f"
+	done
+}
+
+# Make the build tree's daemon the one mount(8)'s helpers run.
+install_daemon() {
+	local found
+	found=$(PATH=$VF_STD_PATH command -v vhdxfuse || true)
+	if [ -n "$found" ]; then
+		[ "$(readlink -f "$found")" = "$(readlink -f "$VHDXFUSE")" ] ||
+			skip "$found is installed and would be tested instead of $VHDXFUSE"
+		return 0
+	fi
+	ln -s "$(readlink -f "$VHDXFUSE")" /usr/local/bin/vhdxfuse
+	VF_INSTALLED+=(/usr/local/bin/vhdxfuse)
+}
+
+# Make contrib/mount.vhdxfuse the helper of the type vhdxfuse.
+install_helper() {
+	local helper=/sbin/mount.vhdxfuse src=$TOP_SRCDIR/contrib/mount.vhdxfuse
+	if [ -e "$helper" ]; then
+		cmp -s "$helper" "$src" ||
+			skip "$helper is installed and differs from $src"
+		return 0
+	fi
+	install -m 755 "$src" "$helper"
+	VF_INSTALLED+=("$helper")
+}
+
+# PIDs of the vhdxfuse processes that have MOUNTPOINT as an argument.
+daemon_pids() {
+	local mnt=$1 p
+	for p in $(pgrep -x vhdxfuse); do
+		tr '\0' '\n' <"/proc/$p/cmdline" 2>/dev/null |
+			grep -qxF -- "$mnt" && echo "$p"
+	done
+	return 0
+}
+
+# 0 once PID has exited (a zombie waiting for init counts as exited).
+wait_exited() {
+	local pid=$1 deadline=$((SECONDS + $2)) st
+	while st=$(ps -o stat= -p "$pid" 2>/dev/null); do
+		[[ $st == Z* ]] && return 0
+		[ "$SECONDS" -ge "$deadline" ] && return 1
+		sleep 0.05
+	done
+	return 0
+}
+
+# fstab_mount SPEC MOUNTPOINT TYPE OPTIONS: mount through a temporary fstab.
+fstab_mount() {
+	printf '%s %s %s %s 0 0\n' "$1" "$2" "$3" "$4" >"$T/fstab"
+	VF_MOUNTS+=("$2")
+	run --separate-stderr mount --fstab "$T/fstab" "$2" 3>&-
+}
+
+# Check the mount at MOUNTPOINT and record its daemon in VF_DAEMON.
+assert_vhdxfuse_mount() {
+	local mnt=$1 pids
+	run findmnt -rn -o SOURCE,FSTYPE -M "$mnt"
+	assert_output "$IMG fuse.vhdxfuse"
+	run findmnt -rn -o OPTIONS -M "$mnt"
+	assert_output --regexp '(^|,)ro(,|$)'
+	pids=($(daemon_pids "$mnt"))
+	[ "${#pids[@]}" -eq 1 ]
+	VF_DAEMON=${pids[0]}
+	VF_PIDS+=("$VF_DAEMON")
+}
+
+# umount(8) MOUNTPOINT, then the daemon must exit.
+umount_and_check() {
+	local mnt=$1
+	run umount "$mnt"
+	assert_success
+	run findmnt -rn -M "$mnt"
+	assert_failure
+	wait_exited "$VF_DAEMON" 10
+}
+
+@test "fstab type fuse.vhdxfuse with ro,nofail,x-systemd.automount" {
+	fstab_mount "$IMG" "$MNT" fuse.vhdxfuse ro,nofail,x-systemd.automount
+	assert_success
+	assert_vhdxfuse_mount "$MNT"
+	run ls -A "$MNT"
+	assert_output "disk.raw"
+	cmp "$MNT/disk.raw" "$T/ref.raw"
+	umount_and_check "$MNT"
+}
+
+@test "fstab type vhdxfuse (mount.vhdxfuse helper) with ro,nofail,x-systemd.automount" {
+	install_helper
+	fstab_mount "$IMG" "$MNT" vhdxfuse ro,nofail,x-systemd.automount
+	assert_success
+	assert_vhdxfuse_mount "$MNT"
+	cmp "$MNT/disk.raw" "$T/ref.raw"
+	umount_and_check "$MNT"
+}
+
+@test "fstab options reach the daemon: uid, umask, filename; file mount point" {
+	install_helper
+	local mode
+	mode=$(printf '%o' $((0444 & ~027)))
+	fstab_mount "$IMG" "$MNT" vhdxfuse ro,uid=1234,gid=99,umask=027,filename=x.img,_netdev
+	assert_success
+	assert_vhdxfuse_mount "$MNT"
+	run ls -A "$MNT"
+	assert_output "x.img"
+	run stat -c "%u %g %a" "$MNT/x.img"
+	assert_output "1234 99 $mode"
+	umount_and_check "$MNT"
+
+	touch "$T/disk.img"
+	fstab_mount "$IMG" "$T/disk.img" fuse.vhdxfuse ro,nofail
+	assert_success
+	assert_vhdxfuse_mount "$T/disk.img"
+	cmp "$T/disk.img" "$T/ref.raw"
+	umount_and_check "$T/disk.img"
+}
+
+@test "an fstab entry without ro is refused with the write-support message" {
+	install_helper
+	local before type
+	before=$(sha256 "$IMG")
+	for type in fuse.vhdxfuse vhdxfuse; do
+		fstab_mount "$IMG" "$MNT" "$type" defaults
+		assert_failure
+		[[ $stderr == *"write support is not available yet; mount with -o ro"* ]]
+		run findmnt -rn -M "$MNT"
+		assert_failure
+	done
+	[ "$(sha256 "$IMG")" = "$before" ]
+	[ -z "$(daemon_pids "$MNT")" ]
+}
+
+@test "mount -t vhdxfuse and -t fuse.vhdxfuse on the command line" {
+	install_helper
+	local type
+	for type in vhdxfuse fuse.vhdxfuse; do
+		VF_MOUNTS+=("$MNT")
+		run mount -t "$type" -o ro "$IMG" "$MNT" 3>&-
+		assert_success
+		assert_vhdxfuse_mount "$MNT"
+		cmp "$MNT/disk.raw" "$T/ref.raw"
+		umount_and_check "$MNT"
+	done
+}
+
+@test "a bad image through mount(8): fails, nothing mounted, image untouched" {
+	install_helper
+	head -c 65536 /dev/urandom >"$T/bad.vhdx"
+	local before
+	before=$(sha256 "$T/bad.vhdx")
+	VF_MOUNTS+=("$MNT")
+	run --separate-stderr mount -t vhdxfuse -o ro "$T/bad.vhdx" "$MNT" 3>&-
+	assert_failure
+	[[ $stderr == *"vhdxfuse: $T/bad.vhdx: "* ]]
+	run findmnt -rn -M "$MNT"
+	assert_failure
+	[ "$(sha256 "$T/bad.vhdx")" = "$before" ]
+}
+
+@test "mount -f (fake) through the helper mounts nothing" {
+	install_helper
+	VF_MOUNTS+=("$MNT")
+	run mount -f -t vhdxfuse -o ro "$IMG" "$MNT" 3>&-
+	assert_success
+	run findmnt -rn -M "$MNT"
+	assert_failure
+	[ -z "$(daemon_pids "$MNT")" ]
+}
