@@ -21,6 +21,48 @@
 
 #define VF_BLKSIZE 4096
 
+/* Undo the octal escapes (\040 for a space ...) of /proc/self/mountinfo. */
+static void vf_unescape(char *s)
+{
+	char *w = s;
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' &&
+		    s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
+			*w++ = (char)((s[1] - '0') << 6 | (s[2] - '0') << 3 |
+				      (s[3] - '0'));
+			s += 3;
+		} else {
+			*w++ = *s;
+		}
+	}
+	*w = '\0';
+}
+
+/* Is path (absolute, resolved) already the mount point of something? */
+static int vf_is_mountpoint(const char *path)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char *line = NULL;
+	size_t cap = 0;
+	int found = 0;
+
+	if (!f)
+		return 0;
+	while (!found && getline(&line, &cap, f) > 0) {
+		char mp[PATH_MAX + 1];
+
+		/* id parent major:minor root MOUNTPOINT ... */
+		if (sscanf(line, "%*s %*s %*s %*s %4096s", mp) != 1)
+			continue;
+		vf_unescape(mp);
+		found = !strcmp(mp, path);
+	}
+	free(line);
+	fclose(f);
+	return found;
+}
+
 /*
  * A directory (holds the disk file) or a regular file (is the disk).  The
  * absolute path is kept: libfuse unmounts by path, after the daemon has
@@ -45,6 +87,12 @@ static int vf_check_mountpoint(struct vf_fs *fs, const char *mountpoint)
 	fs->mountpoint = realpath(mountpoint, NULL);
 	if (!fs->mountpoint) {
 		vf_log(LOG_ERR, "%s: %s", mountpoint, strerror(errno));
+		return VF_EXIT_MOUNT;
+	}
+	if (vf_is_mountpoint(fs->mountpoint)) {
+		vf_log(LOG_ERR,
+		       "%s: already a mount point (in use); unmount it first",
+		       mountpoint);
 		return VF_EXIT_MOUNT;
 	}
 	return 0;
