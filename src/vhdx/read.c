@@ -135,3 +135,60 @@ long vhdx_read(struct vhdx_image *img, void *buf, size_t len, uint64_t off)
 	}
 	return (long)done;
 }
+
+/* How one block maps: kind and, for FILE, the file offset of off. */
+static enum vhdx_map_kind map_block(struct vhdx_image *img, uint64_t off,
+				    uint64_t *file_off)
+{
+	uint64_t pb = off / img->g.block_size;
+	uint64_t idx = vhdx_bat_payload_index(&img->g, pb);
+	uint64_t e;
+
+	if (idx >= img->bat_entries)
+		return VHDX_MAP_OTHER;
+	pthread_rwlock_rdlock(&img->lock);
+	e = img->bat[idx];
+	pthread_rwlock_unlock(&img->lock);
+	switch (e & VHDX_BAT_STATE_MASK) {
+	case VHDX_BLOCK_FULLY_PRESENT:
+		*file_off = (e & VHDX_BAT_OFFSET_MASK) + off % img->g.block_size;
+		/* the log overlay or a block cut short by EOF: read normally */
+		if (img->ov_count || *file_off >= img->file_size)
+			return VHDX_MAP_OTHER;
+		return VHDX_MAP_FILE;
+	case VHDX_BLOCK_NOT_PRESENT:
+		return img->parent ? VHDX_MAP_OTHER : VHDX_MAP_ZERO;
+	case VHDX_BLOCK_UNDEFINED:
+	case VHDX_BLOCK_ZERO:
+	case VHDX_BLOCK_UNMAPPED:
+	case VHDX_BLOCK_UNMAPPED_V095:
+		return VHDX_MAP_ZERO;
+	default:
+		return VHDX_MAP_OTHER;
+	}
+}
+
+int vhdx_map(struct vhdx_image *img, uint64_t off, uint64_t len,
+	     struct vhdx_mapping *m)
+{
+	uint64_t vsize = img->g.virtual_size, bs = img->g.block_size;
+	uint64_t fo = 0, next_fo = 0;
+
+	if (off >= vsize || !len)
+		return -EINVAL;
+	if (len > vsize - off)
+		len = vsize - off;
+	m->kind = map_block(img, off, &fo);
+	m->file_offset = fo;
+	m->length = bs - off % bs;
+	/* extend over following blocks that continue the same way */
+	while (m->length < len &&
+	       map_block(img, off + m->length, &next_fo) == m->kind &&
+	       (m->kind != VHDX_MAP_FILE || next_fo == fo + m->length))
+		m->length += bs;
+	if (m->length > len)
+		m->length = len;
+	if (m->kind == VHDX_MAP_FILE && fo + m->length > img->file_size)
+		m->length = img->file_size - fo;
+	return 0;
+}

@@ -197,6 +197,28 @@ struct vhdx_create_opts {
  */
 int vhdx_create(const struct vhdx_io *io, const struct vhdx_create_opts *o);
 
+/* Where a range of the virtual disk lives (vhdx_map). */
+enum vhdx_map_kind {
+	VHDX_MAP_FILE,	/* bytes at file_offset of the image file */
+	VHDX_MAP_ZERO,	/* reads as zeros */
+	VHDX_MAP_OTHER, /* anything else: use vhdx_read */
+};
+
+struct vhdx_mapping {
+	enum vhdx_map_kind kind;
+	uint64_t length;      /* bytes from off with this mapping */
+	uint64_t file_offset; /* VHDX_MAP_FILE only */
+};
+
+/*
+ * Describe the longest run starting at off (< virtual size, at most len
+ * bytes) that maps one way, so a front end can serve it without copying
+ * (splice from the image file, a shared zero page).  The answer is valid
+ * until the next write to that range.  0 or -EINVAL (off out of range).
+ */
+int vhdx_map(struct vhdx_image *img, uint64_t off, uint64_t len,
+	     struct vhdx_mapping *m);
+
 /* Text of a payload block state, e.g. "FULLY_PRESENT". */
 const char *vhdx_block_state_name(unsigned int state);
 

@@ -97,6 +97,9 @@ static void vf_init(void *userdata, struct fuse_conn_info *conn)
 {
 	if (conn->capable & FUSE_CAP_ASYNC_READ)
 		conn->want |= FUSE_CAP_ASYNC_READ;
+	/* replies straight from the image file's pages */
+	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
+		conn->want |= FUSE_CAP_SPLICE_WRITE;
 	conn->max_write = VF_MAX_IO;
 	/* O_TRUNC arrives with open(), where it is ignored, not as setattr */
 	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
@@ -165,13 +168,69 @@ static void vf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_open(req, fi);
 }
 
+/* Zeros to reply with for unallocated ranges, without copying. */
+static const char vf_zeros[VF_MAX_IO];
+
+#define VF_MAX_SEGS 16
+
+/*
+ * Describe [pos, pos + size) as file ranges of the image and zero ranges,
+ * so libfuse can reply without a copy (splicing from the image file where
+ * the kernel allows).  Returns 0, or -1 when some part needs vhdx_read.
+ */
+static int vf_map_read(struct vf_fs *fs, uint64_t pos, size_t size,
+		       struct fuse_bufvec *bv)
+{
+	size_t done = 0;
+
+	bv->count = 0;
+	while (done < size) {
+		struct fuse_buf *b = &bv->buf[bv->count];
+		struct vhdx_mapping m;
+
+		if (bv->count == VF_MAX_SEGS ||
+		    vhdx_map(fs->img, pos + done, size - done, &m) < 0 ||
+		    m.kind == VHDX_MAP_OTHER)
+			return -1;
+		memset(b, 0, sizeof(*b));
+		b->size = (size_t)m.length;
+		if (m.kind == VHDX_MAP_FILE) {
+			b->flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK |
+				   FUSE_BUF_FD_RETRY;
+			b->fd = fs->fd;
+			b->pos = (off_t)m.file_offset;
+		} else {
+			b->mem = (void *)vf_zeros;
+		}
+		bv->count++;
+		done += b->size;
+	}
+	return 0;
+}
+
+static void vf_read_copy(fuse_req_t req, struct vf_fs *fs, size_t size,
+			 uint64_t pos)
+{
+	char *buf = malloc(size);
+	long ret;
+
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	ret = vhdx_read(fs->img, buf, size, pos);
+	if (ret < 0)
+		fuse_reply_err(req, (int)-ret);
+	else
+		fuse_reply_buf(req, buf, (size_t)ret);
+	free(buf);
+}
+
 static void vf_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	struct vf_fs *fs = vf_fs_of(req);
 	uint64_t pos = (uint64_t)off;
-	char *buf;
-	long ret;
 
 	if (off < 0) {
 		fuse_reply_err(req, EINVAL);
@@ -183,17 +242,19 @@ static void vf_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	}
 	if (size > fs->size - pos)
 		size = (size_t)(fs->size - pos);
-	buf = malloc(size);
-	if (!buf) {
-		fuse_reply_err(req, ENOMEM);
-		return;
+	if (size <= VF_MAX_IO) {
+		struct {
+			struct fuse_bufvec bv;
+			struct fuse_buf more[VF_MAX_SEGS - 1];
+		} v;
+
+		memset(&v.bv, 0, sizeof(v.bv));
+		if (vf_map_read(fs, pos, size, &v.bv) == 0) {
+			fuse_reply_data(req, &v.bv, FUSE_BUF_SPLICE_MOVE);
+			return;
+		}
 	}
-	ret = vhdx_read(fs->img, buf, size, pos);
-	if (ret < 0)
-		fuse_reply_err(req, (int)-ret);
-	else
-		fuse_reply_buf(req, buf, (size_t)ret);
-	free(buf);
+	vf_read_copy(req, fs, size, pos);
 }
 
 static void vf_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
