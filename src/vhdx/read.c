@@ -151,7 +151,8 @@ static enum vhdx_map_kind map_block(struct vhdx_image *img, uint64_t off,
 	pthread_rwlock_unlock(&img->lock);
 	switch (e & VHDX_BAT_STATE_MASK) {
 	case VHDX_BLOCK_FULLY_PRESENT:
-		*file_off = (e & VHDX_BAT_OFFSET_MASK) + off % img->g.block_size;
+		*file_off =
+		    (e & VHDX_BAT_OFFSET_MASK) + off % img->g.block_size;
 		/* the log overlay or a block cut short by EOF: read normally */
 		if (img->ov_count || *file_off >= img->file_size)
 			return VHDX_MAP_OTHER;
