@@ -82,8 +82,9 @@ corpus_check() {
 }
 
 @test "corpus: dissect-differencing.avhdx.xz" {
-	# Differencing images are not supported yet (and this one's parent was
-	# never published): it must be refused cleanly, the file untouched.
+	# A Hyper-V checkpoint whose parent was never published: it must be
+	# refused cleanly, the file untouched (differencing.bats checks the
+	# message in detail).
 	local before
 	unpack dissect-differencing.avhdx.xz
 	before=$(fast_sha256 "$IMG")

@@ -90,7 +90,7 @@ le64() {
 	assert_success
 	assert_line -n 0 "check"
 	assert_line -n 1 "--logical-sector"
-	assert_line -n 2 "dynamic fixed"
+	assert_line -n 2 "dynamic fixed differencing"
 	assert_line -n 3 "--repair"
 }
 
@@ -128,7 +128,7 @@ le64() {
 	assert_failure 1
 	run "$VHDXTOOL" create -t differencing -s 1G "$img"
 	assert_failure 1
-	assert_output --partial "not supported yet"
+	assert_output --partial "needs its parent (--parent PARENT)"
 	[ ! -e "$img" ]
 	vt_no_temp "$T"
 }

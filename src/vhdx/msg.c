@@ -10,7 +10,7 @@
 void vhdx_msgf(const struct vhdx_image *img, enum vhdx_msg_level level,
 	       const char *fmt, ...)
 {
-	char buf[512];
+	char buf[4096];
 	va_list ap;
 
 	if (!img || !img->msg)

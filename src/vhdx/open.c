@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 
 #include "internal.h"
 
@@ -46,6 +47,7 @@ static int open_steps(struct vhdx_image *img, const struct vhdx_open_opts *opts)
 	    (ret = vhdx_read_bat(img)) < 0)
 		return ret;
 	if ((img->fp_flags & VHDX_FP_HAS_PARENT) &&
+	    !(img->flags & VHDX_OPEN_NO_PARENT) &&
 	    (ret = vhdx_open_parent(img, opts)) < 0)
 		return ret;
 	return img->read_only ? 0 : vhdx_write_init(img);
@@ -94,6 +96,11 @@ int vhdx_open_chain(struct vhdx_image **out, const struct vhdx_io *io,
 	pthread_mutex_init(&img->meta_lock, NULL);
 	pthread_mutex_init(&img->bitmap_lock, NULL);
 	img->read_only = img->flags & VHDX_OPEN_RDONLY;
+	if ((img->flags & VHDX_OPEN_NO_PARENT) && !img->read_only) {
+		vhdx_err(img, "opening without the parent is read-only only");
+		image_free(img);
+		return -EINVAL;
+	}
 	ret = open_steps(img, opts);
 	if (ret < 0) {
 		image_free(img);
@@ -106,6 +113,16 @@ int vhdx_open_chain(struct vhdx_image **out, const struct vhdx_io *io,
 int vhdx_open(struct vhdx_image **out, const struct vhdx_io *io,
 	      const struct vhdx_open_opts *opts)
 {
+	uint64_t self[1][2];
+	struct stat st;
+
+	/* the image itself is the first link of the chain: no cycles back */
+	if (opts && opts->path && stat(opts->path, &st) == 0) {
+		self[0][0] = (uint64_t)st.st_dev;
+		self[0][1] = (uint64_t)st.st_ino;
+		return vhdx_open_chain(out, io, opts, 0,
+				       (const uint64_t(*)[2])self, 1);
+	}
 	return vhdx_open_chain(out, io, opts, 0, NULL, 0);
 }
 

@@ -250,8 +250,13 @@ static char *resolve_relative(const char *dir, const char *rel)
 			continue;
 		next = join(cur, tok);
 		if (next && stat(next, &st) != 0 && strcmp(tok, "..")) {
-			free(next);
-			next = match_case(cur, tok);
+			char *other = match_case(cur, tok);
+
+			/* no match: keep the literal path, to report it */
+			if (other) {
+				free(next);
+				next = other;
+			}
 		}
 		free(cur);
 		cur = next;
@@ -322,6 +327,9 @@ static void make_candidates(const struct locator *l, const char *child,
 			continue;
 		if (!abs && k == 0)
 			cand_add(c, resolve_relative(dir, u));
+		/* an absolute path without a drive may be a real path here */
+		if (abs && u[0] == '/' && k == 2 && keys[k][1] != '\\')
+			cand_add(c, strdup(u));
 		/* last resort: the parent's file name next to the child */
 		if (*base_name(u))
 			cand_add(c, resolve_relative(dir, base_name(u)));
@@ -334,7 +342,7 @@ static void make_candidates(const struct locator *l, const char *child,
 
 /* Messages of a candidate's open: kept, not shown as errors. */
 struct capture {
-	char last[300];
+	char last[1024];
 };
 
 static void capture_msg(void *opaque, enum vhdx_msg_level level,
@@ -350,6 +358,8 @@ static bool linkage_ok(const struct locator *l, const uint8_t dwg[16])
 {
 	uint8_t g[16];
 
+	if (vhdx_guid_is_zero(dwg))
+		return false; /* Windows writes parent_linkage2 = {0...} */
 	if (vhdx_guid_from_str(l->linkage, g) == 0 && !memcmp(g, dwg, 16))
 		return true;
 	return l->linkage2 && vhdx_guid_from_str(l->linkage2, g) == 0 &&
@@ -427,7 +437,7 @@ int vhdx_open_parent(struct vhdx_image *img, const struct vhdx_open_opts *opts)
 {
 	struct locator l = {0};
 	struct candidates c = {.n = 0};
-	char reasons[2048] = "", reason[600];
+	char reasons[3000] = "", reason[1200];
 	int ret;
 
 	if (img->depth >= VHDX_MAX_CHAIN) {

@@ -46,6 +46,9 @@ typedef void (*vhdx_msg_fn)(void *opaque, enum vhdx_msg_level level,
 
 /* Flags for struct vhdx_open_opts.flags. */
 #define VHDX_OPEN_RDONLY 0x1u /* never write to the image, not even headers */
+/* with RDONLY: do not open the parent of a differencing image (it then
+ * reads as zeros); for inspecting a child whose parent is missing */
+#define VHDX_OPEN_NO_PARENT 0x2u
 
 /*
  * How the library opens the parent files of a differencing image.  open
@@ -224,5 +227,24 @@ const char *vhdx_block_state_name(unsigned int state);
 
 /* Library version string. */
 const char *vhdx_version(void);
+
+/* ---- vhdxtool merge and info (merge_support.c) ---- */
+
+/*
+ * State of payload block pb (enum vhdx_block_state), or -EINVAL if pb is
+ * past the last block.
+ */
+int vhdx_block_state(struct vhdx_image *img, uint64_t pb);
+
+/*
+ * Open an image read-only like vhdx_open, but never its parent: a
+ * differencing image opened this way reads as zeros wherever it would read
+ * its parent.  For showing the structures of a child whose parent is
+ * missing or does not match; opts->flags, path, parent_path and files are
+ * ignored.
+ */
+int vhdx_open_detached(struct vhdx_image **out, const struct vhdx_io *io,
+		       const struct vhdx_open_opts *opts);
+/* ---- end of vhdxtool merge and info ---- */
 
 #endif /* VHDX_H */

@@ -18,6 +18,7 @@
 
 struct vt_check_cmd {
 	const char *path;
+	const char *parent; /* --parent */
 	bool repair;
 };
 
@@ -66,7 +67,8 @@ static int vt_check_pass(const struct vt_check_cmd *c,
 
 	memset(r, 0, sizeof(*r));
 	*opened = false;
-	ret = vt_image_open(&vi, c->path, false, vt_check_msg, &sink);
+	ret = vt_image_open_chain(&vi, c->path, c->parent, false, vt_check_msg,
+				  &sink);
 	if (ret == VT_EXIT_PROBLEMS) {
 		r->problems = sink.errors ? sink.errors : 1;
 		return 0;
@@ -94,7 +96,8 @@ static int vt_repair_pass(const struct vt_check_cmd *c, unsigned int *changes)
 	struct vt_image vi;
 	int ret, ret2;
 
-	ret = vt_image_open(&vi, c->path, true, vt_check_msg, &sink);
+	ret = vt_image_open_chain(&vi, c->path, c->parent, true, vt_check_msg,
+				  &sink);
 	if (ret)
 		return ret;
 	vhdx_get_info(vi.img, &info);
@@ -184,6 +187,10 @@ static void vt_check_help(void)
 	       "                 table copy from the good one, truncate "
 	       "leaked space at\n"
 	       "                 the end of the file; says what it changed\n"
+	       "      --parent PARENT\n"
+	       "                 the parent of a differencing image, "
+	       "instead of the file\n"
+	       "                 its parent locator names\n"
 	       "  -q, --quiet    no progress indicator, no warnings\n"
 	       "  -v, --verbose  also print informational messages\n"
 	       "  -h, --help     print this help and exit\n"
@@ -192,6 +199,7 @@ static void vt_check_help(void)
 
 static const struct option vt_check_longopts[] = {
     {"repair", no_argument, NULL, 'r'},
+    {"parent", required_argument, NULL, VT_OPT_PARENT},
     {"quiet", no_argument, NULL, 'q'},
     {"verbose", no_argument, NULL, 'v'},
     {"help", no_argument, NULL, 'h'},
@@ -209,6 +217,9 @@ static int vt_check_parse(int argc, char **argv, struct vt_check_cmd *c)
 		switch (ch) {
 		case 'r':
 			c->repair = true;
+			break;
+		case VT_OPT_PARENT:
+			c->parent = optarg;
 			break;
 		case 'q':
 			vt_quiet = 1;

@@ -126,6 +126,11 @@ static int vt_convert_parse(int argc, char **argv, struct vt_convert_cmd *c)
 		if (ret)
 			return ret;
 	}
+	if (c->a.o.type == VHDX_TYPE_DIFFERENCING || c->a.parent)
+		return vt_usage_err("convert",
+				    "convert writes dynamic or fixed images "
+				    "only; make a differencing image with "
+				    "'create -t differencing --parent PARENT'");
 	if (argc - optind != 2)
 		return vt_usage_err("convert", argc - optind < 2
 						   ? "IN and OUT are required"

@@ -3,21 +3,106 @@
  * knows about an image, as text for people or as JSON with stable keys for
  * scripts (the keys are listed in vhdxtool(1)).  Opens read-only: a dirty
  * log is replayed in memory only.
+ *
+ * For a differencing image the chain of parents is resolved as a mount
+ * would resolve it and shown level by level.  If the parent cannot be used
+ * (missing, stale), the image itself is still shown, opened without its
+ * parent, with the reasons in place of the missing levels.
  */
 #include "config.h"
 
+#include <ctype.h>
+#include <errno.h>
 #include <getopt.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #include "vhdx_inspect.h"
 #include "vhdxtool.h"
 
+/* One image of the chain; level 0 is IMAGE itself. */
+struct vt_level {
+	const char *path;
+	struct vhdx_description *d;
+	const char *linkage;  /* its locator's parent_linkage, or NULL */
+	const char *linkage2; /* parent_linkage2, or NULL */
+	char linkage_text[VHDX_GUID_TEXT_LEN]; /* linkage without braces */
+	bool linkage_ok; /* level > 0: matches the level above */
+};
+
 struct vt_info {
 	const char *path;
 	const struct vhdx_description *d;
 	uint64_t file_allocated; /* st_blocks * 512 */
+	struct vt_level *chain;
+	int n_chain;
+	char *chain_error; /* why the parent cannot be used, or NULL */
 };
+
+/* The library's messages while opening: errors kept, the rest shown. */
+struct vt_info_sink {
+	const char *path;
+	char **msgs;
+	size_t n;
+};
+
+static void vt_info_msg(void *opaque, enum vhdx_msg_level level,
+			const char *msg)
+{
+	struct vt_info_sink *s = opaque;
+	char **m;
+
+	if (level > VHDX_MSG_ERR) {
+		vt_vhdx_msg((void *)s->path, level, msg);
+		return;
+	}
+	m = realloc(s->msgs, (s->n + 1) * sizeof(*m));
+	if (!m)
+		return;
+	s->msgs = m;
+	s->msgs[s->n] = strdup(msg);
+	if (s->msgs[s->n])
+		s->n++;
+}
+
+static void vt_info_sink_free(struct vt_info_sink *s)
+{
+	for (size_t i = 0; i < s->n; i++)
+		free(s->msgs[i]);
+	free(s->msgs);
+}
+
+/* The kept errors on stderr, as vt_vhdx_msg shows them. */
+static void vt_info_sink_flush(const struct vt_info_sink *s)
+{
+	for (size_t i = 0; i < s->n; i++)
+		vt_vhdx_msg((void *)s->path, VHDX_MSG_ERR, s->msgs[i]);
+}
+
+/* The kept errors as one text, lines joined. */
+static char *vt_info_sink_text(const struct vt_info_sink *s)
+{
+	size_t len = 1, pos = 0;
+	char *t;
+
+	for (size_t i = 0; i < s->n; i++)
+		len += strlen(s->msgs[i]) + 1;
+	t = malloc(len);
+	if (!t)
+		return NULL;
+	for (size_t i = 0; i < s->n; i++) {
+		size_t l = strlen(s->msgs[i]);
+
+		memcpy(t + pos, s->msgs[i], l);
+		pos += l;
+		if (i + 1 < s->n)
+			t[pos++] = '\n';
+	}
+	t[pos] = '\0';
+	return t;
+}
 
 /* Payload states with a name worth a JSON key, in state order. */
 static const struct {
@@ -45,6 +130,104 @@ static const char *vt_type_name(const struct vhdx_info *i)
 static uint64_t vt_allocated(const struct vhdx_description *d)
 {
 	return d->payload_bytes + d->bitmap_bytes;
+}
+
+/* ---- the chain ---- */
+
+static const char *vt_locator_value(const struct vhdx_description *d,
+				    const char *key)
+{
+	for (size_t k = 0; d->has_locator && k < d->n_locator; k++)
+		if (!strcmp(d->locator[k].key, key))
+			return d->locator[k].value;
+	return NULL;
+}
+
+static const char *vt_dwg(const struct vhdx_description *d)
+{
+	int cur = d->info.current_header;
+
+	return d->header[cur == 2 ? 1 : 0].data_write_guid;
+}
+
+/* A locator GUID ("{...}", any case) against a GUID's text form. */
+static bool vt_guid_eq(const char *locator, const char *guid)
+{
+	size_t n = strlen(guid);
+
+	if (!locator)
+		return false;
+	if (*locator == '{')
+		locator++;
+	return !strncasecmp(locator, guid, n) &&
+	       (locator[n] == '\0' || !strcmp(locator + n, "}"));
+}
+
+/* A locator GUID in the form of the rest of the output, if it is one. */
+static void vt_guid_text(const char *locator, char out[VHDX_GUID_TEXT_LEN])
+{
+	size_t n;
+
+	out[0] = '\0';
+	if (!locator)
+		return;
+	if (*locator == '{')
+		locator++;
+	n = strlen(locator);
+	if (n && locator[n - 1] == '}')
+		n--;
+	if (n != VHDX_GUID_TEXT_LEN - 1)
+		return;
+	for (size_t i = 0; i < n; i++)
+		out[i] = (char)tolower((unsigned char)locator[i]);
+	out[n] = '\0';
+}
+
+static void vt_level_set(struct vt_level *l, const char *path,
+			 struct vhdx_description *d)
+{
+	l->path = path;
+	l->d = d;
+	l->linkage = vt_locator_value(d, "parent_linkage");
+	l->linkage2 = vt_locator_value(d, "parent_linkage2");
+	vt_guid_text(l->linkage, l->linkage_text);
+}
+
+/* Describe every parent of img; level 0 (d) is described already. */
+static int vt_chain_build(struct vt_info *vi, struct vhdx_image *img,
+			  struct vhdx_description *d)
+{
+	struct vt_level *l;
+	int n = 1, ret;
+
+	for (struct vhdx_image *p = vhdx_parent(img); p; p = vhdx_parent(p))
+		n++;
+	vi->chain = calloc((size_t)n, sizeof(*vi->chain));
+	if (!vi->chain)
+		return -ENOMEM;
+	vt_level_set(&vi->chain[0], vi->path, d);
+	vi->n_chain = 1;
+	for (struct vhdx_image *p = img; vhdx_parent(p); p = vhdx_parent(p)) {
+		struct vhdx_description *pd;
+
+		ret = vhdx_describe(vhdx_parent(p), &pd);
+		if (ret < 0)
+			return ret;
+		l = &vi->chain[vi->n_chain];
+		vt_level_set(l, vhdx_parent_path(p), pd);
+		l->linkage_ok = vt_guid_eq(l[-1].linkage, vt_dwg(pd)) ||
+				vt_guid_eq(l[-1].linkage2, vt_dwg(pd));
+		vi->n_chain++;
+	}
+	return 0;
+}
+
+static void vt_chain_free(struct vt_info *vi)
+{
+	for (int i = 1; i < vi->n_chain; i++)
+		vhdx_describe_free(vi->chain[i].d);
+	free(vi->chain);
+	free(vi->chain_error);
 }
 
 /* ---- text ---- */
@@ -196,9 +379,46 @@ static void vt_text_bat(const struct vhdx_description *d)
 	       (unsigned long long)d->bitmap_not_present);
 }
 
+static void vt_text_chain(const struct vt_info *vi)
+{
+	if (!vi->d->info.has_parent) {
+		printf("%-22s%s\n",
+		       "parent chain:", "none (not a differencing image)");
+		return;
+	}
+	printf("\nparent chain (%d image%s%s):\n", vi->n_chain,
+	       vi->n_chain == 1 ? "" : "s",
+	       vi->chain_error ? ", INCOMPLETE" : "");
+	for (int i = 0; i < vi->n_chain; i++) {
+		const struct vt_level *l = &vi->chain[i];
+
+		printf("  %d: %s%s\n", i, l->path,
+		       i == 0	       ? ""
+		       : l->linkage_ok ? ": linkage ok"
+				       : ": linkage MISMATCH");
+		printf("     %s, data write guid {%s}\n",
+		       vt_type_name(&l->d->info), vt_dwg(l->d));
+		if (l->d->info.has_parent && l->linkage_text[0])
+			printf("     parent_linkage {%s}\n", l->linkage_text);
+		else if (l->d->info.has_parent)
+			printf("     parent_linkage %s\n",
+			       l->linkage ? l->linkage : "(none)");
+	}
+	if (vi->chain_error) {
+		printf("  %d: parent NOT USABLE:\n    ", vi->n_chain);
+		for (const char *c = vi->chain_error; *c; c++) {
+			putchar(*c);
+			if (*c == '\n')
+				fputs("    ", stdout);
+		}
+		putchar('\n');
+	}
+}
+
 static void vt_print_text(const struct vt_info *vi)
 {
 	vt_text_summary(vi);
+	vt_text_chain(vi);
 	vt_text_headers(vi->d);
 	vt_text_regions(vi->d);
 	vt_text_metadata(vi->d);
@@ -382,6 +602,34 @@ static void vt_json_bat(struct vt_json *j, const struct vhdx_description *d)
 	vt_json_close_object(j);
 }
 
+static void vt_json_chain(struct vt_json *j, const struct vt_info *vi)
+{
+	vt_json_array(j, "chain");
+	for (int i = 0; i < vi->n_chain; i++) {
+		const struct vt_level *l = &vi->chain[i];
+
+		vt_json_object(j, NULL);
+		vt_json_u64(j, "depth", (uint64_t)i);
+		vt_json_str(j, "path", l->path);
+		vt_json_str(j, "type", vt_type_name(&l->d->info));
+		vt_json_str(j, "data_write_guid", vt_dwg(l->d));
+		vt_json_str(j, "virtual_disk_id", l->d->disk_id);
+		vt_json_u64(j, "virtual_size", l->d->info.virtual_size);
+		vt_json_u64(j, "logical_sector_size",
+			    l->d->info.logical_sector);
+		vt_json_str(j, "parent_linkage",
+			    l->linkage_text[0] ? l->linkage_text : l->linkage);
+		if (i == 0)
+			vt_json_null(j, "linkage_ok");
+		else
+			vt_json_bool(j, "linkage_ok", l->linkage_ok);
+		vt_json_close_object(j);
+	}
+	vt_json_close_array(j);
+	vt_json_bool(j, "chain_complete", !vi->chain_error);
+	vt_json_str(j, "chain_error", vi->chain_error);
+}
+
 static void vt_print_json(const struct vt_info *vi)
 {
 	struct vt_json j;
@@ -389,6 +637,7 @@ static void vt_print_json(const struct vt_info *vi)
 	vt_json_begin(&j, stdout);
 	vt_json_object(&j, NULL);
 	vt_json_summary(&j, vi);
+	vt_json_chain(&j, vi);
 	vt_json_headers(&j, vi->d);
 	vt_json_regions(&j, vi->d);
 	vt_json_metadata(&j, vi->d);
@@ -410,22 +659,38 @@ static void vt_info_help(void)
 	       "log is\n"
 	       "replayed in memory only.\n"
 	       "\n"
+	       "For a differencing image, the chain of parents is shown "
+	       "as it resolves;\n"
+	       "if the parent cannot be used, the image is shown alone with "
+	       "the reasons.\n"
+	       "\n"
 	       "Options:\n"
-	       "      --json     print JSON (keys listed in vhdxtool(1))\n"
-	       "  -v, --verbose  also print the library's informational "
-	       "messages\n"
-	       "  -h, --help     print this help and exit\n"
+	       "      --json           print JSON (keys listed in "
+	       "vhdxtool(1))\n"
+	       "      --parent PARENT  the parent of a differencing image, "
+	       "instead of\n"
+	       "                       the file its parent locator names\n"
+	       "  -v, --verbose        also print the library's "
+	       "informational messages\n"
+	       "  -h, --help           print this help and exit\n"
 	       "\n" VT_EXIT_CODES_HELP);
 }
 
 static const struct option vt_info_longopts[] = {
     {"json", no_argument, NULL, VT_OPT_JSON},
+    {"parent", required_argument, NULL, VT_OPT_PARENT},
     {"verbose", no_argument, NULL, 'v'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
 
-static int vt_info_parse(int argc, char **argv, bool *json, const char **p)
+struct vt_info_cmd {
+	const char *path;
+	const char *parent;
+	bool json;
+};
+
+static int vt_info_parse(int argc, char **argv, struct vt_info_cmd *c)
 {
 	int ch;
 
@@ -435,7 +700,10 @@ static int vt_info_parse(int argc, char **argv, bool *json, const char **p)
 	       -1) {
 		switch (ch) {
 		case VT_OPT_JSON:
-			*json = true;
+			c->json = true;
+			break;
+		case VT_OPT_PARENT:
+			c->parent = optarg;
 			break;
 		case 'v':
 			vt_verbose = 1;
@@ -451,38 +719,84 @@ static int vt_info_parse(int argc, char **argv, bool *json, const char **p)
 		return vt_usage_err("info", optind == argc
 						? "no IMAGE given"
 						: "too many arguments");
-	*p = argv[optind];
+	c->path = argv[optind];
 	return 0;
+}
+
+/*
+ * Open IMAGE with its chain; if that fails for a differencing image, open
+ * it alone and keep why in vi->chain_error.  0 or an exit code.
+ */
+static int vt_info_open(struct vt_image *img, struct vt_info *vi,
+			const struct vt_info_cmd *c)
+{
+	struct vt_info_sink sink = {c->path, NULL, 0};
+	struct vt_info_sink quiet = {c->path, NULL, 0};
+	int ret, ret2;
+
+	ret = vt_image_open_chain(img, c->path, c->parent, false, vt_info_msg,
+				  &sink);
+	if (ret == 0)
+		goto out;
+	ret2 = vt_image_open_detached(img, c->path, vt_info_msg, &quiet);
+	if (ret2 == 0 && vhdx_parent(img->img) == NULL) {
+		struct vhdx_info info;
+
+		vhdx_get_info(img->img, &info);
+		if (info.has_parent) {
+			vi->chain_error = vt_info_sink_text(&sink);
+			vt_warn("%s: its parent cannot be used; showing the "
+				"image alone",
+				c->path);
+			ret = 0;
+			goto out;
+		}
+	}
+	if (ret2 == 0)
+		vt_image_close(img);
+	vt_info_sink_flush(&sink);
+out:
+	vt_info_sink_free(&sink);
+	vt_info_sink_free(&quiet);
+	return ret;
 }
 
 int vt_cmd_info(int argc, char **argv)
 {
 	struct vhdx_description *d;
+	struct vt_info_cmd c = {0};
 	struct vt_image img;
 	struct vt_info vi = {0};
 	struct stat st;
-	bool json = false;
 	int ret;
 
-	ret = vt_info_parse(argc, argv, &json, &vi.path);
+	ret = vt_info_parse(argc, argv, &c);
 	if (ret)
 		return ret < 0 ? VT_EXIT_OK : ret;
-	ret = vt_image_open(&img, vi.path, false, NULL, NULL);
+	vi.path = c.path;
+	ret = vt_info_open(&img, &vi, &c);
 	if (ret)
 		return ret;
 	ret = vhdx_describe(img.img, &d);
+	if (ret == 0) {
+		ret = vt_chain_build(&vi, img.img, d);
+		if (ret < 0)
+			vhdx_describe_free(d);
+	}
 	if (ret < 0) {
 		vt_err("%s: %s", vi.path, strerror(-ret));
+		vt_chain_free(&vi);
 		vt_image_close(&img);
 		return VT_EXIT_FAILURE;
 	}
 	if (fstat(img.fd, &st) == 0)
 		vi.file_allocated = (uint64_t)st.st_blocks * 512;
 	vi.d = d;
-	if (json)
+	if (c.json)
 		vt_print_json(&vi);
 	else
 		vt_print_text(&vi);
+	vt_chain_free(&vi);
 	vhdx_describe_free(d);
 	ret = vt_image_close(&img);
 	if (fflush(stdout) != 0 || ferror(stdout)) {

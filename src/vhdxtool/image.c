@@ -94,10 +94,19 @@ bool vt_is_vhdx(int fd)
 int vt_image_open(struct vt_image *vi, const char *path, bool writable,
 		  vhdx_msg_fn sink, void *sink_opaque)
 {
+	return vt_image_open_chain(vi, path, NULL, writable, sink, sink_opaque);
+}
+
+int vt_image_open_chain(struct vt_image *vi, const char *path,
+			const char *parent, bool writable, vhdx_msg_fn sink,
+			void *sink_opaque)
+{
 	struct vhdx_open_opts opts = {
 	    .flags = writable ? 0 : VHDX_OPEN_RDONLY,
 	    .msg = sink ? sink : vt_vhdx_msg,
 	    .msg_opaque = sink ? sink_opaque : (void *)path,
+	    .path = path,
+	    .parent_path = parent,
 	};
 	int ret;
 
@@ -109,6 +118,30 @@ int vt_image_open(struct vt_image *vi, const char *path, bool writable,
 		return ret;
 	vhdx_io_fd_init(&vi->io, &vi->fd);
 	ret = vhdx_open(&vi->img, &vi->io, &opts);
+	if (ret == 0)
+		return 0;
+	close(vi->fd);
+	vi->fd = -1;
+	return vt_exit_for_open_error(ret);
+}
+
+int vt_image_open_detached(struct vt_image *vi, const char *path,
+			   vhdx_msg_fn sink, void *sink_opaque)
+{
+	struct vhdx_open_opts opts = {
+	    .flags = VHDX_OPEN_RDONLY,
+	    .msg = sink,
+	    .msg_opaque = sink_opaque,
+	};
+	int ret;
+
+	vi->path = path;
+	vi->img = NULL;
+	ret = vt_open_file(path, O_RDONLY, false, &vi->fd);
+	if (ret)
+		return ret;
+	vhdx_io_fd_init(&vi->io, &vi->fd);
+	ret = vhdx_open_detached(&vi->img, &vi->io, &opts);
 	if (ret == 0)
 		return 0;
 	close(vi->fd);

@@ -1,6 +1,7 @@
 /*
  * main.c - vhdxtool's entry point: the global options and the dispatch to
- * one subcommand (create, convert, info, check), each in its own file.
+ * one subcommand (create, convert, info, check, merge), each in its own
+ * file.
  */
 #include "config.h"
 
@@ -18,6 +19,7 @@ static const struct vt_command {
     {"convert", vt_cmd_convert, "convert between raw and VHDX images"},
     {"info", vt_cmd_info, "show the structures of an image"},
     {"check", vt_cmd_check, "check an image, and optionally repair it"},
+    {"merge", vt_cmd_merge, "fold a differencing image into its parent"},
 };
 
 #define VT_N_COMMANDS (sizeof(vt_commands) / sizeof(vt_commands[0]))
@@ -27,7 +29,8 @@ static void vt_print_help(void)
 	printf("usage: " VT_PROG " COMMAND [options] ...\n"
 	       "       " VT_PROG " COMMAND --help\n"
 	       "\n"
-	       "Create, convert, inspect, check and repair VHDX images.\n"
+	       "Create, convert, inspect, check, repair and merge VHDX "
+	       "images.\n"
 	       "\n"
 	       "Commands:\n");
 	for (size_t i = 0; i < VT_N_COMMANDS; i++)

@@ -184,13 +184,13 @@ static int vt_image_type(const char *cmd, struct vt_create_args *a,
 	else if (!strcmp(arg, "fixed"))
 		a->o.type = VHDX_TYPE_FIXED;
 	else if (!strcmp(arg, "differencing"))
-		return vt_usage_err(cmd, "differencing images are not "
-					 "supported yet");
+		a->o.type = VHDX_TYPE_DIFFERENCING;
 	else
 		return vt_usage_err(cmd,
 				    "unknown image type '%s' (expected "
-				    "dynamic or fixed)",
+				    "dynamic, fixed or differencing)",
 				    arg);
+	a->type_given = true;
 	return 0;
 }
 
@@ -238,8 +238,9 @@ int vt_create_arg(const char *cmd, struct vt_create_args *a, int c,
 			return vt_bad_value(cmd, "log size", arg, sz);
 		return 0;
 	case VT_OPT_PARENT:
-		return vt_usage_err(cmd, "differencing images (--parent) are "
-					 "not supported yet");
+		a->any_given = true;
+		a->parent = arg;
+		return 0;
 	default:
 		return -1;
 	}

@@ -75,7 +75,9 @@ void vt_human_size(uint64_t v, char *buf, size_t len);
 struct vt_create_args {
 	struct vhdx_create_opts o;
 	bool size_given;
-	bool any_given; /* some VHDX-only option appeared */
+	bool any_given;	    /* some VHDX-only option appeared */
+	bool type_given;    /* -t appeared */
+	const char *parent; /* --parent: the parent of a differencing image */
 };
 
 /* --help text of the create options (create and convert). */
@@ -124,6 +126,19 @@ struct vt_image {
  */
 int vt_image_open(struct vt_image *vi, const char *path, bool writable,
 		  vhdx_msg_fn sink, void *sink_opaque);
+/*
+ * The same for a differencing image whose parent is PARENT instead of the
+ * file its parent locator names (NULL: found through the locator).
+ */
+int vt_image_open_chain(struct vt_image *vi, const char *path,
+			const char *parent, bool writable, vhdx_msg_fn sink,
+			void *sink_opaque);
+/*
+ * Open PATH read-only without its parent (vhdx_open_detached), to show the
+ * structures of a differencing image whose parent cannot be used.
+ */
+int vt_image_open_detached(struct vt_image *vi, const char *path,
+			   vhdx_msg_fn sink, void *sink_opaque);
 /* Close the image and the file; returns 0 or an exit code. */
 int vt_image_close(struct vt_image *vi);
 
@@ -198,5 +213,6 @@ int vt_cmd_create(int argc, char **argv);
 int vt_cmd_convert(int argc, char **argv);
 int vt_cmd_info(int argc, char **argv);
 int vt_cmd_check(int argc, char **argv);
+int vt_cmd_merge(int argc, char **argv);
 
 #endif /* VHDXTOOL_H */
