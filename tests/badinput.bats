@@ -185,3 +185,27 @@ mk_data_image() {
 	vx "$T/vs.vhdx" set meta.vsize $(((64 << 40) + 512))
 	both "$T/vs.vhdx" 32 'virtual disk size'
 }
+
+# A parent locator (or -o parent=) may only lead to regular VHDX files:
+# never to devices, FIFOs or files under /proc, /sys or /dev.
+@test "parent lookup only accepts regular VHDX files" {
+	local tool=${VHDXTOOL:-$TOP_BUILDDIR/vhdxtool}
+	"$tool" create -s 16M "$T/base.vhdx"
+	"$tool" create -t differencing --parent "$T/base.vhdx" "$T/child.vhdx"
+	mkfifo "$T/fifo.vhdx"
+	local p before
+	before=$(sha256 "$T/child.vhdx")
+	for p in /dev/zero "$T/fifo.vhdx" /proc/self/mem /sys/kernel/notes \
+		"$T"; do
+		vf_start "$T/child.vhdx" "$T/mnt" -o ro,parent="$p"
+		echo "parent=$p: $status: $output"
+		[ "$status" -eq 32 ]
+		grep -q "no usable parent found" <<<"$output"
+		grep -q "tried $p" <<<"$output"
+		assert_not_mounted "$T/mnt"
+	done
+	[ "$(sha256 "$T/child.vhdx")" = "$before" ]
+	# the real parent is accepted
+	vf_mount "$T/child.vhdx" "$T/mnt" -o ro,parent="$T/base.vhdx"
+	vf_umount "$T/mnt"
+}
