@@ -176,6 +176,7 @@ struct vhdx_image {
 	uint64_t log_seq;     /* sequence number of the next entry */
 	bool log_active;      /* LogGuid in the header is non-zero */
 	bool apply_unflushed; /* applied sectors not yet flushed */
+	bool flush_failed;    /* an fdatasync failed: keep the log */
 };
 
 /* ---- messages (msg.c) ---- */
@@ -246,6 +247,8 @@ int vhdx_journal_commit(struct vhdx_image *img);
 
 /* Clear LogGuid after the last commit (clean close).  meta_lock held. */
 int vhdx_journal_close(struct vhdx_image *img);
+/* Clear it after a failed log or BAT write, when that is safe. */
+int vhdx_journal_salvage(struct vhdx_image *img);
 
 /* Set up and tear down the write path (write.c). */
 int vhdx_write_init(struct vhdx_image *img);

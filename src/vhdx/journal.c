@@ -51,8 +51,10 @@ static int flush_applied(struct vhdx_image *img)
 	if (!img->apply_unflushed)
 		return 0;
 	ret = img->io.flush(img->io.opaque);
-	if (ret < 0)
+	if (ret < 0) {
+		img->flush_failed = true;
 		return ret;
+	}
 	img->apply_unflushed = false;
 	return 0;
 }
@@ -222,4 +224,36 @@ int vhdx_journal_close(struct vhdx_image *img)
 		return ret;
 	img->log_active = false;
 	return 0;
+}
+
+/*
+ * Close the log of an image that turned read-only because a log or BAT
+ * write failed (a full disk, typically).  Every entry written before the
+ * failure was applied; once that is flushed nothing needs replay, so the
+ * LogGuid can be cleared and the image left clean.  The BAT updates that
+ * never reached the log belong to writes whose flush failed: losing them is
+ * within the contract.  Not after a failed fdatasync: then the applied
+ * sectors may be lost, and the log must stay for the next open to replay.
+ */
+int vhdx_journal_salvage(struct vhdx_image *img)
+{
+	static const uint8_t zero[16];
+	int broken = img->broken;
+	int ret;
+
+	if (!img->log_active || img->flush_failed)
+		return broken;
+	ret = img->io.flush(img->io.opaque);
+	if (ret < 0)
+		return broken;
+	img->apply_unflushed = false;
+	img->broken = 0; /* let the header update run once more */
+	ret = vhdx_header_update(img, zero, false);
+	img->broken = broken;
+	if (ret < 0)
+		return broken;
+	img->log_active = false;
+	vhdx_warn(img, "the log was closed cleanly after the error; writes "
+		       "not flushed before it are lost");
+	return broken;
 }

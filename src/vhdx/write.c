@@ -206,6 +206,7 @@ static int flush_locked(struct vhdx_image *img)
 		 * pages: committing BAT entries now could point them at data
 		 * that never reached the disk.  Stop writing instead.
 		 */
+		img->flush_failed = true;
 		vhdx_set_broken(img, ret, "flush");
 		return ret;
 	}
@@ -240,8 +241,11 @@ int vhdx_write_close(struct vhdx_image *img)
 		if (ret == 0)
 			ret = vhdx_journal_close(img);
 	}
-	if (ret == 0 && img->broken)
-		ret = img->broken;
+	if (img->broken) {
+		vhdx_journal_salvage(img);
+		if (ret == 0)
+			ret = img->broken;
+	}
 	pthread_mutex_unlock(&img->meta_lock);
 	return ret;
 }
@@ -256,6 +260,14 @@ int vhdx_write_init(struct vhdx_image *img)
 	if (!img->dirty)
 		return -ENOMEM;
 	img->alloc_end = (img->eff_size + VHDX_ALIGN - 1) & ~(VHDX_ALIGN - 1);
+	/*
+	 * The log of a fresh image is often a hole: give it space now, so a
+	 * full disk stops a data write, not a log write.  (Best effort.)
+	 */
+	if (img->io.allocate && img->log_length &&
+	    img->io.allocate(img->io.opaque, img->log_offset, img->log_length) <
+		0)
+		vhdx_debug(img, "log: could not reserve its space");
 	img->flushed_size = img->file_size & ~(VHDX_ALIGN - 1);
 	return 0;
 }
