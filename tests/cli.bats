@@ -1,7 +1,8 @@
 #!/usr/bin/env bats
 # The vhdxfuse command line: options, usage errors, exit statuses, the two
-# kinds of mount point, ownership and modes, locking, daemon mode, and the
-# exposed content against qemu-img as the oracle.
+# kinds of mount point, ownership and modes, read-write (the default) and
+# read-only mounts, locking, the fixed size of the disk file, daemon mode,
+# and the exposed content against qemu-img as the oracle.
 
 bats_require_minimum_version 1.5.0
 
@@ -110,8 +111,8 @@ assert_same_content() {
 	assert_success
 	[ -z "$stderr" ]
 	local o
-	for o in "-o ro" "-o uid=" "-o gid=" "-o umask=" "-o filename=" \
-		"-o allow_other" "--version" "IMAGE MOUNTPOINT"; do
+	for o in "-o ro" "-o rw" "-o parent=" "-o uid=" "-o gid=" "-o umask=" \
+		"-o filename=" "-o allow_other" "--version" "IMAGE MOUNTPOINT"; do
 		assert_output --partial -- "$o"
 	done
 	# from fuse_cmdline_help() and fuse_lowlevel_help()
@@ -197,20 +198,243 @@ assert_same_content() {
 	assert_not_mounted "$MNT"
 }
 
-@test "without ro: refused with the write-support message, image untouched" {
-	make_test_image
-	local before mtime o
-	before=$(sha256 "$IMG")
-	mtime=$(stat -c %Y.%y "$IMG")
+@test "without ro the mount is read-write: rw, defaults, nofail, ro,rw all write through" {
+	require_fuse
+	# 1 MiB blocks, data in the first two, an odd size (9.5 MiB + 512)
+	qemu-img create -q -f vhdx -o block_size=1M "$IMG" 9962000
+	qemu-io -f vhdx -c 'write -P 0xab 0 1536k' "$IMG" >/dev/null
+	reference "$IMG" "$T/ref.raw"
+	local o w n=0 size
+	size=$(virtual_size "$IMG")
+	[ "$size" -eq 9962496 ]
 	for o in "" "-o rw" "-o ro,rw" "-o defaults" "-o nofail"; do
+		n=$((n + 1))
 		# shellcheck disable=SC2086
-		run_vf $o "$IMG" "$MNT"
-		assert_failure 1
-		[[ $stderr == *"write support is not available yet; mount with -o ro"* ]]
-		assert_not_mounted "$MNT"
+		vf_mount "$IMG" "$MNT" $o
+		run findmnt -rn -o OPTIONS -M "$MNT"
+		assert_output --regexp '^rw(,|$)'
+		# dd: into a present block, across a block boundary, into an
+		# absent block, and the last sector
+		head -c 5000 /dev/urandom >"$T/w1"
+		for w in "$((n * 777)) 5000" "$((2 * 1048576 - 1234)) 5000" \
+			"$((5 * 1048576 + n * 512)) 5000" "$((size - 512)) 512"; do
+			set -- $w
+			dd if="$T/w1" of="$MNT/disk.raw" bs=1 seek="$1" count="$2" \
+				conv=notrunc status=none
+			dd if="$T/w1" of="$T/ref.raw" bs=1 seek="$1" count="$2" \
+				conv=notrunc status=none
+		done
+		# python: pwrite + fsync, unaligned
+		python3 -c '
+import os, random, sys
+rng = random.Random(int(sys.argv[3]))
+fds = [os.open(p, os.O_WRONLY) for p in sys.argv[1:3]]
+size = os.path.getsize(sys.argv[2])
+for _ in range(20):
+    off = rng.randrange(size - 70000)
+    buf = rng.randbytes(rng.randint(1, 70000))
+    for fd in fds:
+        assert os.pwrite(fd, buf, off) == len(buf)
+for fd in fds:
+    os.fsync(fd)
+    os.close(fd)' "$MNT/disk.raw" "$T/ref.raw" "$n"
+		[ "$(stat -c %s "$MNT/disk.raw")" = "$size" ]
+		assert_same_content "$MNT/disk.raw" "$T/ref.raw"
+		vf_umount "$MNT"
+		run qemu-img compare -f vhdx -F raw "$IMG" "$T/ref.raw"
+		assert_success
+		run qemu-img check "$IMG"
+		assert_success
 	done
+	[ ! -s "$T/vhdxfuse.log" ] || {
+		cat "$T/vhdxfuse.log"
+		return 1
+	}
+}
+
+@test "read-write mount: mode 0644, directory 0755, umask applies; st_blocks grows" {
+	require_fuse
+	qemu-img create -q -f vhdx -o block_size=1M "$IMG" 16M
+	qemu-io -f vhdx -c 'write -P 0xab 0 1M' "$IMG" >/dev/null
+	vf_mount "$IMG" "$MNT"
+	run stat -c "%u %g %a" "$MNT/disk.raw"
+	assert_output "$(id -u) $(id -g) 644"
+	run stat -c "%a" "$MNT"
+	assert_output "755"
+	local before after
+	before=$(stat -c %b "$MNT/disk.raw")
+	[ "$before" -eq 2048 ]
+	# into the absent block at 6 MiB
+	dd if=/dev/urandom of="$MNT/disk.raw" bs=4096 count=1 seek=1536 \
+		conv=notrunc,fsync status=none
+	after=$(stat -c %b "$MNT/disk.raw")
+	[ "$after" -eq 4096 ] || {
+		echo "st_blocks $before -> $after" >&2
+		return 1
+	}
+	vf_umount "$MNT"
+	vf_mount "$IMG" "$MNT" -o umask=027
+	run stat -c "%a" "$MNT/disk.raw" "$MNT"
+	assert_output "$(printf '%o\n%o' $((0644 & ~027)) $((0755 & ~027)))"
+	vf_umount "$MNT"
+}
+
+@test "an image on a read-only file system: rw refused (exit 32, 'mount with -o ro'), ro works" {
+	require_fuse
+	require_root
+	make_test_image
+	reference "$IMG" "$T/ref.raw"
+	mkdir "$T/rofs"
+	mount -t tmpfs -o size=32M tmpfs "$T/rofs"
+	track_fsmount "$T/rofs"
+	cp "$IMG" "$T/rofs/disk.vhdx"
+	mount -o remount,ro "$T/rofs"
+	local before
+	before=$(sha256 "$T/rofs/disk.vhdx")
+	run_vf "$T/rofs/disk.vhdx" "$MNT"
+	assert_failure 32
+	[[ $stderr == *"$T/rofs/disk.vhdx: cannot open for writing: Read-only file system; mount with -o ro to read it"* ]] || {
+		echo "stderr: $stderr"
+		return 1
+	}
+	assert_not_mounted "$MNT"
+	run_vf -o rw "$T/rofs/disk.vhdx" "$MNT"
+	assert_failure 32
+	[[ $stderr == *"cannot open for writing"*"mount with -o ro"* ]]
+	assert_not_mounted "$MNT"
+	vf_mount "$T/rofs/disk.vhdx" "$MNT" -o ro
+	assert_same_content "$MNT/disk.raw" "$T/ref.raw"
+	vf_umount "$MNT"
+	[ "$(sha256 "$T/rofs/disk.vhdx")" = "$before" ]
+}
+
+@test "an image the user may not write: rw refused (exit 32, 'mount with -o ro'), ro works" {
+	require_fuse
+	require_root
+	require_cmd setpriv
+	make_test_image
+	reference "$IMG" "$T/ref.raw"
+	chmod 755 "$T"
+	chmod 644 "$IMG" "$T/ref.raw"
+	chown 65534:65534 "$MNT"
+	local before nobody=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+	before=$(sha256 "$IMG")
+	run --separate-stderr "${nobody[@]}" "$VHDXFUSE" "$IMG" "$MNT" 3>&-
+	assert_failure 32
+	[[ $stderr == *"$IMG: cannot open for writing: Permission denied; mount with -o ro to read it"* ]] || {
+		echo "stderr: $stderr"
+		return 1
+	}
+	assert_not_mounted "$MNT"
 	[ "$(sha256 "$IMG")" = "$before" ]
-	[ "$(stat -c %Y.%y "$IMG")" = "$mtime" ]
+	# the same user mounts it read-only, where /dev/fuse is open to everyone
+	# and fusermount3 is setuid (a stock Debian); elsewhere root does
+	if "${nobody[@]}" test -r /dev/fuse -a -w /dev/fuse &&
+		[ -u "$(command -v fusermount3)" ]; then
+		"${nobody[@]}" "$VHDXFUSE" -f -o ro "$IMG" "$MNT" \
+			2>>"$T/vhdxfuse.log" 3>&- &
+		VF_PID=$!
+		VF_PIDS+=("$VF_PID")
+		local deadline=$((SECONDS + 10))
+		until findmnt -rn -M "$MNT" >/dev/null 2>&1; do
+			if ! kill -0 "$VF_PID" 2>/dev/null ||
+				[ "$SECONDS" -ge "$deadline" ]; then
+				cat "$T/vhdxfuse.log"
+				return 1
+			fi
+			sleep 0.05
+		done
+		run "${nobody[@]}" cmp "$MNT/disk.raw" "$T/ref.raw"
+		assert_success
+		"${nobody[@]}" fusermount3 -u "$MNT"
+		wait_pid_gone "$VF_PID" 10
+	else
+		vf_mount "$IMG" "$MNT" -o ro
+		assert_same_content "$MNT/disk.raw" "$T/ref.raw"
+		vf_umount "$MNT"
+	fi
+	[ "$(sha256 "$IMG")" = "$before" ]
+}
+
+@test "truncation: other sizes fail with EINVAL; O_TRUNC and the same size change nothing" {
+	require_fuse
+	make_test_image
+	[ "$(virtual_size "$IMG")" = 10000384 ]
+	reference "$IMG" "$T/ref.raw"
+	vf_mount "$IMG" "$MNT"
+	local size
+	for size in 1M 20000000 0; do
+		run truncate -s "$size" "$MNT/disk.raw"
+		assert_failure
+		assert_output --partial "Invalid argument"
+	done
+	run python3 -c '
+import errno, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+try:
+    os.ftruncate(fd, 4096)
+except OSError as e:
+    sys.exit(0 if e.errno == errno.EINVAL else 2)
+sys.exit(1)' "$MNT/disk.raw"
+	assert_success
+	truncate -s 10000384 "$MNT/disk.raw"
+	# O_TRUNC: ignored, as for a block device
+	: >"$MNT/disk.raw"
+	[ "$(stat -c %s "$MNT/disk.raw")" = 10000384 ]
+	python3 -c '
+import os, sys
+os.close(os.open(sys.argv[1], os.O_WRONLY | os.O_TRUNC))' "$MNT/disk.raw"
+	[ "$(stat -c %s "$MNT/disk.raw")" = 10000384 ]
+	assert_same_content "$MNT/disk.raw" "$T/ref.raw"
+	vf_umount "$MNT"
+	# QEMU and a new daemon (no page cache) agree
+	run qemu-img compare -f vhdx -F raw "$IMG" "$T/ref.raw"
+	assert_success
+	vf_mount "$IMG" "$MNT" -o ro
+	[ "$(stat -c %s "$MNT/disk.raw")" = 10000384 ]
+	assert_same_content "$MNT/disk.raw" "$T/ref.raw"
+	vf_umount "$MNT"
+}
+
+@test "writes at or past the end fail with ENOSPC; one crossing the end is cut short" {
+	require_fuse
+	make_test_image
+	[ "$(virtual_size "$IMG")" = 10000384 ]
+	reference "$IMG" "$T/ref.raw"
+	vf_mount "$IMG" "$MNT"
+	# qemu-img rounds 10000000 up to 10000384 bytes = 19532 sectors
+	run dd if=/dev/zero of="$MNT/disk.raw" bs=512 seek=19532 count=1 \
+		conv=notrunc status=none
+	assert_failure
+	assert_output --partial "No space left on device"
+	run dd if=/dev/zero of="$MNT/disk.raw" bs=1 seek=10000384 count=1 \
+		conv=notrunc status=none
+	assert_failure
+	assert_output --partial "No space left on device"
+	run python3 -c '
+import errno, os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY)
+for off in (10000384, 10000385, 1 << 40):
+    try:
+        os.pwrite(fd, b"x", off)
+        sys.exit("pwrite at %d succeeded" % off)
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            sys.exit("pwrite at %d: %s" % (off, e))
+# crossing the end: the bytes up to the end are written
+n = os.pwrite(fd, b"\x5a" * 1000, 10000384 - 300)
+if n != 300:
+    sys.exit("crossing write returned %d, not 300" % n)
+os.fsync(fd)' "$MNT/disk.raw"
+	assert_success
+	head -c 300 /dev/zero | tr '\0' '\132' |
+		dd of="$T/ref.raw" bs=1 seek=$((10000384 - 300)) conv=notrunc status=none
+	[ "$(stat -c %s "$MNT/disk.raw")" = 10000384 ]
+	assert_same_content "$MNT/disk.raw" "$T/ref.raw"
+	vf_umount "$MNT"
+	[ "$(stat -c %s "$T/ref.raw")" = 10000384 ]
+	run qemu-img compare -f vhdx -F raw "$IMG" "$T/ref.raw"
+	assert_success
 }
 
 # ------------------------------------------------------------ bad images
@@ -595,6 +819,100 @@ EOF
 	kill "$holder"
 	assert_failure 32
 	[[ $stderr == *"$IMG is in use (locked by another process)"* ]]
+	assert_not_mounted "$MNT"
+}
+
+@test "exclusive lock: a read-write mount excludes every other mount until unmounted" {
+	require_fuse
+	make_test_image
+	reference "$IMG" "$T/ref.raw"
+	touch "$T/second.raw"
+	vf_mount "$IMG" "$MNT"
+	local pid1=$VF_PID o
+	run can_write_lock "$IMG"
+	assert_failure
+	for o in "" "-o rw" "-o ro" "-r"; do
+		# shellcheck disable=SC2086
+		run_vf $o "$IMG" "$T/second.raw"
+		assert_failure 32
+		[[ $stderr == *"$IMG is in use (locked by another process)"* ]] || {
+			echo "with '$o': $stderr"
+			return 1
+		}
+		assert_not_mounted "$T/second.raw"
+	done
+	# QEMU's own locking sees it: qemu-img needs -U while it is mounted
+	run qemu-img info "$IMG"
+	assert_failure
+	run qemu-img info -U "$IMG"
+	assert_success
+	vf_alive "$MNT"
+	VF_PID=$pid1
+	vf_umount "$MNT"
+	can_write_lock "$IMG"
+	# after the unmount both kinds work again
+	vf_mount "$IMG" "$T/second.raw" -o ro
+	assert_same_content "$T/second.raw" "$T/ref.raw"
+	vf_umount "$T/second.raw"
+	vf_mount "$IMG" "$T/second.raw"
+	assert_same_content "$T/second.raw" "$T/ref.raw"
+	vf_umount "$T/second.raw"
+}
+
+@test "a read-only mount excludes a read-write one (exit 32, 'in use'), not another read-only one" {
+	require_fuse
+	make_test_image
+	reference "$IMG" "$T/ref.raw"
+	local before
+	before=$(sha256 "$IMG")
+	touch "$T/second.raw"
+	vf_mount "$IMG" "$MNT" -o ro
+	local pid1=$VF_PID o
+	for o in "" "-o rw" "-o ro,rw"; do
+		# shellcheck disable=SC2086
+		run_vf $o "$IMG" "$T/second.raw"
+		assert_failure 32
+		[[ $stderr == *"$IMG is in use (locked by another process)"* ]] || {
+			echo "with '$o': $stderr"
+			return 1
+		}
+		assert_not_mounted "$T/second.raw"
+	done
+	vf_alive "$MNT"
+	assert_same_content "$MNT/disk.raw" "$T/ref.raw"
+	VF_PID=$pid1
+	vf_umount "$MNT"
+	[ "$(sha256 "$IMG")" = "$before" ]
+	vf_mount "$IMG" "$T/second.raw"
+	assert_same_content "$T/second.raw" "$T/ref.raw"
+	vf_umount "$T/second.raw"
+}
+
+@test "an image read-locked by another process: a read-write mount is refused, exit 32" {
+	require_fuse
+	make_test_image
+	python3 - "$IMG" "$T/locked" 3>&- <<'EOF' &
+import fcntl, sys, time
+with open(sys.argv[1], "rb") as f:
+    fcntl.lockf(f, fcntl.LOCK_SH)
+    open(sys.argv[2], "w").close()
+    time.sleep(60)
+EOF
+	local holder=$!
+	VF_PIDS+=("$holder")
+	local deadline=$((SECONDS + 10))
+	until [ -e "$T/locked" ]; do
+		[ "$SECONDS" -lt "$deadline" ]
+		sleep 0.05
+	done
+	run_vf "$IMG" "$MNT"
+	local st=$status err=$stderr
+	# a read-only mount shares the lock
+	vf_mount "$IMG" "$MNT" -o ro
+	vf_umount "$MNT"
+	kill "$holder"
+	[ "$st" -eq 32 ]
+	[[ $err == *"$IMG is in use (locked by another process)"* ]]
 	assert_not_mounted "$MNT"
 }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bats
 # fstab and mount(8): entries of type fuse.vhdxfuse (through the stock
-# mount.fuse3) and vhdxfuse (through contrib/mount.vhdxfuse), mounted with
+# mount.fuse3) and vhdxfuse (through contrib/mount.vhdxfuse), read-only (ro)
+# and read-write (the default: defaults, rw), mounted with
 # `mount --fstab FILE MOUNTPOINT`, unmounted with umount(8), and no daemon
 # left behind.
 #
@@ -25,7 +26,7 @@ setup() {
 	IMG=$T/disk.vhdx
 	MNT=$T/mnt
 	mkdir "$MNT"
-	qemu-img create -q -f vhdx "$IMG" 16M
+	qemu-img create -q -f vhdx -o block_size=1M "$IMG" 16M
 	qemu-io -f vhdx -c 'write -P 0xab 0 1M' -c 'write -P 0x5c 15M 1M' \
 		"$IMG" >/dev/null
 	qemu-img convert -f vhdx -O raw "$IMG" "$T/ref.raw"
@@ -93,13 +94,14 @@ fstab_mount() {
 	run --separate-stderr mount --fstab "$T/fstab" "$2" 3>&-
 }
 
-# Check the mount at MOUNTPOINT and record its daemon in VF_DAEMON.
+# assert_vhdxfuse_mount MOUNTPOINT [ro|rw]: check the mount at MOUNTPOINT
+# (read-only unless rw is given) and record its daemon in VF_DAEMON.
 assert_vhdxfuse_mount() {
-	local mnt=$1 pids
+	local mnt=$1 mode=${2:-ro} pids
 	run findmnt -rn -o SOURCE,FSTYPE -M "$mnt"
 	assert_output "$IMG fuse.vhdxfuse"
 	run findmnt -rn -o OPTIONS -M "$mnt"
-	assert_output --regexp '(^|,)ro(,|$)'
+	assert_output --regexp "^$mode(,|\$)"
 	pids=($(daemon_pids "$mnt"))
 	[ "${#pids[@]}" -eq 1 ]
 	VF_DAEMON=${pids[0]}
@@ -156,22 +158,80 @@ umount_and_check() {
 	umount_and_check "$T/disk.img"
 }
 
-@test "an fstab entry without ro is refused with the write-support message" {
-	install_helper
-	local before type
-	before=$(sha256 "$IMG")
-	for type in fuse.vhdxfuse vhdxfuse; do
-		fstab_mount "$IMG" "$MNT" "$type" defaults
-		assert_failure
-		[[ $stderr == *"write support is not available yet; mount with -o ro"* ]]
-		run findmnt -rn -M "$MNT"
-		assert_failure
-	done
-	[ "$(sha256 "$IMG")" = "$before" ]
-	[ -z "$(daemon_pids "$MNT")" ]
+# write_both FILE: the same seeded writes (unaligned, across the 1 MiB
+# blocks, into absent blocks, the last byte) into FILE and $T/ref.raw.
+write_both() {
+	python3 - "$1" "$T/ref.raw" "$RANDOM" <<'EOF'
+import os, random, sys
+rng = random.Random(int(sys.argv[3]))
+fds = [os.open(p, os.O_WRONLY) for p in sys.argv[1:3]]
+size = os.path.getsize(sys.argv[2])
+ops = [(size - 1, 1)] + [(rng.randrange(size - 300000),
+                          rng.randint(1, 300000)) for _ in range(30)]
+for off, ln in ops:
+    buf = rng.randbytes(ln)
+    for fd in fds:
+        assert os.pwrite(fd, buf, off) == ln
+for fd in fds:
+    os.fsync(fd)
+    os.close(fd)
+EOF
 }
 
-@test "mount -t vhdxfuse and -t fuse.vhdxfuse on the command line" {
+@test "fstab entries with defaults (no ro) mount read-write; writes reach the image" {
+	install_helper
+	local type
+	for type in fuse.vhdxfuse vhdxfuse; do
+		fstab_mount "$IMG" "$MNT" "$type" defaults
+		assert_success
+		[ -z "$stderr" ]
+		assert_vhdxfuse_mount "$MNT" rw
+		write_both "$MNT/disk.raw"
+		cmp "$MNT/disk.raw" "$T/ref.raw"
+		umount_and_check "$MNT"
+		# the daemon has closed the image: QEMU may open it, and agrees
+		run qemu-img check "$IMG"
+		assert_success
+		run qemu-img compare -f vhdx -F raw "$IMG" "$T/ref.raw"
+		assert_success
+	done
+}
+
+@test "fstab entries with rw and with ro,nofail side by side for two images" {
+	install_helper
+	cp "$IMG" "$T/other.vhdx"
+	cp "$T/ref.raw" "$T/other.raw"
+	mkdir "$T/mnt2"
+	printf '%s %s %s %s 0 0\n' "$IMG" "$MNT" vhdxfuse rw,nofail \
+		"$T/other.vhdx" "$T/mnt2" fuse.vhdxfuse ro,nofail >"$T/fstab"
+	VF_MOUNTS+=("$MNT" "$T/mnt2")
+	run mount --fstab "$T/fstab" "$MNT" 3>&-
+	assert_success
+	run mount --fstab "$T/fstab" "$T/mnt2" 3>&-
+	assert_success
+	assert_vhdxfuse_mount "$MNT" rw
+	local rwd=$VF_DAEMON
+	run findmnt -rn -o SOURCE,FSTYPE,OPTIONS -M "$T/mnt2"
+	assert_output --regexp "^$T/other.vhdx fuse.vhdxfuse ro(,|\$)"
+	local rod
+	rod=$(daemon_pids "$T/mnt2")
+	[ -n "$rod" ]
+	VF_PIDS+=("$rod")
+	run dd if=/dev/zero of="$T/mnt2/other.raw" bs=512 count=1 conv=notrunc
+	assert_failure
+	write_both "$MNT/disk.raw"
+	cmp "$T/mnt2/other.raw" "$T/other.raw"
+	VF_DAEMON=$rod
+	umount_and_check "$T/mnt2"
+	VF_DAEMON=$rwd
+	umount_and_check "$MNT"
+	run qemu-img compare -f vhdx -F raw "$IMG" "$T/ref.raw"
+	assert_success
+	run qemu-img compare -f vhdx -F raw "$T/other.vhdx" "$T/other.raw"
+	assert_success
+}
+
+@test "mount -t vhdxfuse and -t fuse.vhdxfuse on the command line, with -o ro and without" {
 	install_helper
 	local type
 	for type in vhdxfuse fuse.vhdxfuse; do
@@ -181,6 +241,14 @@ umount_and_check() {
 		assert_vhdxfuse_mount "$MNT"
 		cmp "$MNT/disk.raw" "$T/ref.raw"
 		umount_and_check "$MNT"
+		# without -o: read-write
+		run mount -t "$type" "$IMG" "$MNT" 3>&-
+		assert_success
+		assert_vhdxfuse_mount "$MNT" rw
+		write_both "$MNT/disk.raw"
+		umount_and_check "$MNT"
+		run qemu-img compare -f vhdx -F raw "$IMG" "$T/ref.raw"
+		assert_success
 	done
 }
 
