@@ -28,7 +28,7 @@ done
 
 step "make check"
 status=0
-make check || status=$?
+make -j"$(nproc)" check || status=$?
 for f in tests/unit/*.log tests/*.log; do
 	[ -f "$f" ] || continue
 	case "$f" in *test-suite.log) continue ;; esac
