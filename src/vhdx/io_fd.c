@@ -133,7 +133,6 @@ static int fdf_open(void *opaque, const char *path, struct vhdx_io *io,
 	int *fdp;
 	int fd;
 
-	(void)opaque;
 	if (path_forbidden(path))
 		return -EPERM;
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
@@ -150,7 +149,7 @@ static int fdf_open(void *opaque, const char *path, struct vhdx_io *io,
 		return S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
 	}
 	/* a parent is read by us, so nobody may write it meanwhile */
-	if (fcntl(fd, F_OFD_SETLK, &lk) < 0) {
+	if (!opaque && fcntl(fd, F_OFD_SETLK, &lk) < 0) {
 		int err = errno == EAGAIN || errno == EACCES ? -EBUSY : -errno;
 
 		close(fd);
@@ -183,6 +182,15 @@ static void fdf_close(void *opaque, struct vhdx_io *io)
 const struct vhdx_file_ops *vhdx_fd_file_ops(void)
 {
 	static const struct vhdx_file_ops ops = {fdf_open, fdf_close, NULL};
+
+	return &ops;
+}
+
+const struct vhdx_file_ops *vhdx_fd_file_ops_unlocked(void)
+{
+	static int unlocked; /* a non-NULL opaque: take no lock */
+	static const struct vhdx_file_ops ops = {fdf_open, fdf_close,
+						 &unlocked};
 
 	return &ops;
 }

@@ -65,6 +65,11 @@ struct vhdx_file_ops {
 
 /* The default: open(2) read-only, regular files only, shared OFD lock. */
 const struct vhdx_file_ops *vhdx_fd_file_ops(void);
+/*
+ * The same without the lock, for a caller that already holds an exclusive
+ * lock on the parent through another open file (vhdxtool merge).
+ */
+const struct vhdx_file_ops *vhdx_fd_file_ops_unlocked(void);
 
 struct vhdx_open_opts {
 	unsigned int flags;

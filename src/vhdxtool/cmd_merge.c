@@ -119,58 +119,6 @@ static int vt_merge_parse(int argc, char **argv, struct vt_merge_cmd *c)
 	return 0;
 }
 
-/* ---- parent files opened without a lock (we hold the parent's) ---- */
-
-static int vt_nolock_open(void *opaque, const char *path, struct vhdx_io *io,
-			  uint64_t id[2])
-{
-	struct stat st;
-	int *fdp, fd;
-
-	(void)opaque;
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-	if (fd < 0)
-		return -errno;
-	if (fstat(fd, &st) < 0) {
-		int err = -errno;
-
-		close(fd);
-		return err;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		close(fd);
-		return S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
-	}
-	fdp = malloc(sizeof(*fdp));
-	if (!fdp) {
-		close(fd);
-		return -ENOMEM;
-	}
-	*fdp = fd;
-	vhdx_io_fd_init(io, fdp);
-	id[0] = (uint64_t)st.st_dev;
-	id[1] = (uint64_t)st.st_ino;
-	return 0;
-}
-
-static void vt_nolock_close(void *opaque, struct vhdx_io *io)
-{
-	int *fdp = io->opaque;
-
-	(void)opaque;
-	if (fdp) {
-		close(*fdp);
-		free(fdp);
-	}
-	io->opaque = NULL;
-}
-
-static const struct vhdx_file_ops vt_nolock_files = {
-    vt_nolock_open,
-    vt_nolock_close,
-    NULL,
-};
-
 /* ---- steps ---- */
 
 /* Open CHILD once, with its chain, to learn which file its parent is. */
@@ -219,7 +167,7 @@ static int vt_merge_open(struct vt_merge *m)
 	    .msg = vt_vhdx_msg,
 	    .msg_opaque = (void *)m->c->child,
 	    .path = m->c->child,
-	    .files = &vt_nolock_files,
+	    .files = vhdx_fd_file_ops_unlocked(),
 	};
 	struct vhdx_info info;
 	int ret;
