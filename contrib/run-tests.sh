@@ -38,9 +38,10 @@ done
 [ "$status" -eq 0 ] || { cat test-suite.log 2>/dev/null; exit "$status"; }
 
 step "leftovers"
-left=$(findmnt -rn -t fuse.vhdxfuse,fuse -o TARGET || true)
-loops=$(losetup -a || true)
-daemons=$(pgrep -a -x vhdxfuse || true)
+# Everything the tests make lives in their scratch directories.
+left=$(findmnt -rn -o TARGET | grep 'vhdxfuse-test\.' || true)
+loops=$(losetup -a | grep 'vhdxfuse-test\.' || true)
+daemons=$(pgrep -a -f 'vhdxfuse.*vhdxfuse-test\.' || true)
 if [ -n "$left$loops$daemons" ]; then
 	echo "left behind: mounts [$left] loops [$loops] daemons [$daemons]"
 	exit 1
