@@ -1,9 +1,18 @@
 /*
  * bat.c - geometry (fmt §7) and the Block Allocation Table (fmt §8): loading
  * it, and validating every entry's state and location before any I/O.
+ *
+ * The BAT is read whole at open (eager) unless the open is read-only, the
+ * caller did not ask for VHDX_OPEN_FULL_BAT and the entries in use take
+ * more than bat_eager_max bytes (4 MiB by default: a 16 TiB disk of 32 MiB
+ * blocks, 512 GiB of 1 MiB blocks).  Then (lazy) the array is reserved as
+ * untouched anonymous memory and read VHDX_BAT_SEG_ENTRIES entries at a
+ * time, through the log overlay, when vhdx_bat_get first needs one of them.
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -111,8 +120,12 @@ static int cmp_used(const void *a, const void *b)
 	return x->start < y->start ? -1 : x->start > y->start;
 }
 
-/* Check one entry's state; returns the bytes it occupies in *len (0: none). */
-static int check_entry(struct vhdx_image *img, uint64_t i, uint64_t *len)
+/*
+ * Check one entry's state; returns the bytes it occupies in *len (0: none)
+ * and counts a payload entry in count[state].
+ */
+static int check_entry(struct vhdx_image *img, uint64_t i, uint64_t *len,
+		       uint64_t count[8])
 {
 	uint64_t e = img->bat[i];
 	unsigned int state = e & VHDX_BAT_STATE_MASK;
@@ -152,7 +165,7 @@ static int check_entry(struct vhdx_image *img, uint64_t i, uint64_t *len)
 			 diff ? "differencing" : "non-differencing");
 		return -EINVAL;
 	}
-	img->state_count[state]++;
+	count[state]++;
 	if (state == VHDX_BLOCK_FULLY_PRESENT ||
 	    state == VHDX_BLOCK_PARTIALLY_PRESENT) {
 		uint64_t first = pb * img->g.block_size;
@@ -243,39 +256,87 @@ static int check_partial(struct vhdx_image *img, uint64_t used)
 	return 0;
 }
 
-static int validate_bat(struct vhdx_image *img, uint64_t used)
+/* check_entry over [first, end); the blocks that take file space go to *u. */
+static int check_entries(struct vhdx_image *img, uint64_t first, uint64_t end,
+			 uint64_t count[8], struct used_block **u, size_t *n)
 {
-	struct used_block *u = NULL;
-	size_t n = 0;
-	int ret = 0;
-
-	for (uint64_t i = 0; i < used; i++) {
+	*u = NULL;
+	*n = 0;
+	for (uint64_t i = first; i < end; i++) {
 		uint64_t len;
+		int ret = check_entry(img, i, &len, count);
 
-		ret = check_entry(img, i, &len);
 		if (ret < 0)
-			goto out;
+			return ret;
 		if (!len)
 			continue;
-		if (!u) {
-			u = malloc(used * sizeof(*u));
-			if (!u) {
-				ret = -ENOMEM;
-				goto out;
-			}
+		if (!*u) {
+			*u = malloc((end - first) * sizeof(**u));
+			if (!*u)
+				return -ENOMEM;
 		}
-		u[n++] = (struct used_block){
+		(*u)[(*n)++] = (struct used_block){
 		    .start = img->bat[i] & VHDX_BAT_OFFSET_MASK,
 		    .length = len,
 		    .index = i,
 		};
 	}
-	ret = check_partial(img, used);
+	return 0;
+}
+
+static int validate_bat(struct vhdx_image *img, uint64_t used)
+{
+	struct used_block *u;
+	size_t n;
+	int ret;
+
+	ret = check_entries(img, 0, used, img->state_count, &u, &n);
+	if (ret == 0)
+		ret = check_partial(img, used);
 	if (ret == 0)
 		ret = check_locations(img, u, n);
-out:
 	free(u);
 	return ret;
+}
+
+static void decode_entries(uint64_t *e, uint64_t n)
+{
+	for (uint64_t i = 0; i < n; i++)
+		e[i] = le64_get((const uint8_t *)&e[i]);
+}
+
+/* Lazy mode: reserve the array, read nothing yet. */
+static int reserve_lazy(struct vhdx_image *img, uint64_t used)
+{
+	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+	uint64_t len = (used * VHDX_BAT_ENTRY_SIZE + page - 1) / page * page;
+	void *p;
+
+	if (len > SIZE_MAX)
+		return -ENOMEM;
+	img->bat_n_segs =
+	    (used + VHDX_BAT_SEG_ENTRIES - 1) / VHDX_BAT_SEG_ENTRIES;
+	img->bat_seg = calloc(img->bat_n_segs, 1);
+	if (!img->bat_seg)
+		return -ENOMEM;
+	/* untouched pages cost no memory; only segments read get some */
+	p = mmap(NULL, (size_t)len, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED) {
+		vhdx_err(img, "BAT: cannot reserve %llu bytes of memory: %s",
+			 (unsigned long long)len, strerror(errno));
+		return -ENOMEM;
+	}
+	img->bat = p;
+	img->bat_map_len = (size_t)len;
+	img->bat_lazy = true;
+	vhdx_debug(img,
+		   "BAT: %llu entries (%llu KiB), read on demand in segments "
+		   "of %u entries",
+		   (unsigned long long)used,
+		   (unsigned long long)(used * VHDX_BAT_ENTRY_SIZE / 1024),
+		   VHDX_BAT_SEG_ENTRIES);
+	return 0;
 }
 
 int vhdx_read_bat(struct vhdx_image *img)
@@ -304,6 +365,11 @@ int vhdx_read_bat(struct vhdx_image *img)
 	if (used > img->bat_entries)
 		used = img->bat_entries;
 	img->bat_entries = used;
+	/* the writer needs every entry, validated against all the others */
+	if ((img->flags & VHDX_OPEN_RDONLY) &&
+	    !(img->flags & VHDX_OPEN_FULL_BAT) &&
+	    used > img->bat_eager_max / VHDX_BAT_ENTRY_SIZE)
+		return reserve_lazy(img, used);
 	img->bat = malloc(used * VHDX_BAT_ENTRY_SIZE);
 	if (!img->bat)
 		return -ENOMEM;
@@ -313,7 +379,128 @@ int vhdx_read_bat(struct vhdx_image *img)
 		vhdx_err(img, "BAT: read failed: %s", strerror(-ret));
 		return ret;
 	}
-	for (uint64_t i = 0; i < used; i++)
-		img->bat[i] = le64_get((const uint8_t *)&img->bat[i]);
+	decode_entries(img->bat, used);
 	return validate_bat(img, used);
+}
+
+/*
+ * Read and validate segment seg of a lazy BAT; bat_seg_lock held.  The
+ * entries get the checks of an eager open (state valid for the image type,
+ * reserved bits, location clear of the header section, log and regions and
+ * inside the file) and blocks of the segment must not overlap each other.
+ * Two checks need other segments and are not made here:
+ *  - overlap with a block of another segment is not looked for at all.  A
+ *    lazy BAT exists only in read-only opens, where entries sharing file
+ *    space make the disk read wrong data but cannot corrupt anything; an
+ *    image that is ever written is opened eagerly, with the full check.
+ *  - a PARTIALLY_PRESENT block's sector bitmap entry is checked when the
+ *    block is read (vhdx_read_partial), through vhdx_bat_get.
+ * Returns 0, -EINVAL (an entry is invalid, reported) or another -errno.
+ */
+static int load_segment(struct vhdx_image *img, uint64_t seg, uint64_t count[8])
+{
+	uint64_t first = seg * VHDX_BAT_SEG_ENTRIES;
+	uint64_t end = first + VHDX_BAT_SEG_ENTRIES;
+	uint64_t off = img->bat_offset + first * VHDX_BAT_ENTRY_SIZE;
+	struct used_block *u;
+	size_t n;
+	int ret;
+
+	if (end > img->bat_entries)
+		end = img->bat_entries;
+	ret = vhdx_file_read(img, img->bat + first,
+			     (end - first) * VHDX_BAT_ENTRY_SIZE, off);
+	if (ret < 0) {
+		vhdx_err(img,
+			 "BAT: reading entries %llu to %llu (file offset "
+			 "0x%llx) failed: %s",
+			 (unsigned long long)first,
+			 (unsigned long long)(end - 1), (unsigned long long)off,
+			 strerror(-ret));
+		return ret == -EINVAL ? -EIO : ret;
+	}
+	decode_entries(img->bat + first, end - first);
+	ret = check_entries(img, first, end, count, &u, &n);
+	if (ret == 0)
+		ret = check_locations(img, u, n);
+	free(u);
+	return ret;
+}
+
+static void report_bad_segment(struct vhdx_image *img, uint64_t seg)
+{
+	uint64_t first = seg * VHDX_BAT_SEG_ENTRIES;
+	uint64_t last = first + VHDX_BAT_SEG_ENTRIES - 1;
+
+	if (last >= img->bat_entries)
+		last = img->bat_entries - 1;
+	vhdx_warn(img,
+		  "BAT: entries %llu to %llu are unusable: reads of the "
+		  "blocks they map fail with EIO",
+		  (unsigned long long)first, (unsigned long long)last);
+}
+
+int vhdx_bat_load(struct vhdx_image *img, uint64_t seg)
+{
+	uint64_t count[8] = {0};
+	int ret = 0;
+
+	if (!img->bat_lazy)
+		return 0;
+	if (seg >= img->bat_n_segs)
+		return -EIO;
+	pthread_mutex_lock(&img->bat_seg_lock);
+	/* every store happens under the lock: a relaxed load is enough */
+	switch (__atomic_load_n(&img->bat_seg[seg], __ATOMIC_RELAXED)) {
+	case VHDX_SEG_READY:
+		break;
+	case VHDX_SEG_BAD:
+		ret = -EIO;
+		break;
+	default:
+		ret = load_segment(img, seg, count);
+		if (ret == 0) {
+			for (int k = 0; k < 8; k++)
+				img->state_count[k] += count[k];
+			/* release: the entries before the flag */
+			__atomic_store_n(&img->bat_seg[seg], VHDX_SEG_READY,
+					 __ATOMIC_RELEASE);
+			__atomic_add_fetch(&img->bat_segs_ready, 1,
+					   __ATOMIC_RELEASE);
+		} else if (ret == -EINVAL) {
+			__atomic_store_n(&img->bat_seg[seg], VHDX_SEG_BAD,
+					 __ATOMIC_RELAXED);
+			report_bad_segment(img, seg);
+			ret = -EIO;
+		}
+	}
+	pthread_mutex_unlock(&img->bat_seg_lock);
+	return ret;
+}
+
+int vhdx_bat_load_all(struct vhdx_image *img)
+{
+	uint64_t e;
+
+	if (!img->bat_lazy)
+		return 0;
+	for (uint64_t i = 0; i < img->bat_entries; i += VHDX_BAT_SEG_ENTRIES) {
+		int ret = vhdx_bat_get(img, i, &e);
+
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
+void vhdx_bat_free(struct vhdx_image *img)
+{
+	if (img->bat_map_len)
+		munmap(img->bat, img->bat_map_len);
+	else
+		free(img->bat);
+	free(img->bat_seg);
+	img->bat = NULL;
+	img->bat_seg = NULL;
+	img->bat_map_len = 0;
 }

@@ -545,6 +545,7 @@ int vhdx_check(struct vhdx_image *img, struct vhdx_check_report *r,
 	int ret;
 
 	memset(r, 0, sizeof(*r));
+	/* this also reads a lazy BAT whole: from here img->bat is complete */
 	ret = vhdx_describe(img, &c.d);
 	if (ret < 0)
 		return ret;

@@ -516,10 +516,15 @@ static void describe_bat(struct vhdx_image *img, struct vhdx_description *d)
 
 int vhdx_describe(struct vhdx_image *img, struct vhdx_description **out)
 {
-	struct vhdx_description *d = calloc(1, sizeof(*d));
+	struct vhdx_description *d;
 	int ret;
 
 	*out = NULL;
+	/* a BAT read on demand is read whole: describe_bat counts it all */
+	ret = vhdx_bat_load_all(img);
+	if (ret < 0)
+		return ret;
+	d = calloc(1, sizeof(*d));
 	if (!d)
 		return -ENOMEM;
 	vhdx_get_info(img, &d->info);
@@ -557,18 +562,23 @@ void vhdx_describe_free(struct vhdx_description *d)
 
 /* ---- allocation map ---- */
 
-/* Whether payload block pb is stored in the file. */
-static bool block_has_data(struct vhdx_image *img, uint64_t pb)
+/* Whether payload block pb is stored in the file: 1, 0 or -errno. */
+static int block_has_data(struct vhdx_image *img, uint64_t pb)
 {
 	uint64_t idx = vhdx_bat_payload_index(&img->g, pb);
 	unsigned int state;
+	uint64_t e;
+	int ret;
 
 	if (idx >= img->bat_entries)
-		return false;
-	state = img->bat[idx] & VHDX_BAT_STATE_MASK;
+		return 0;
+	ret = vhdx_bat_get(img, idx, &e);
+	if (ret < 0)
+		return ret;
+	state = e & VHDX_BAT_STATE_MASK;
 	if (state == VHDX_BLOCK_FULLY_PRESENT ||
 	    state == VHDX_BLOCK_PARTIALLY_PRESENT)
-		return true;
+		return 1;
 	/* in a child, an absent block shows the parent's data */
 	return state == VHDX_BLOCK_NOT_PRESENT &&
 	       (img->fp_flags & VHDX_FP_HAS_PARENT);
@@ -578,7 +588,7 @@ int vhdx_block_status(struct vhdx_image *img, uint64_t off, uint64_t *len)
 {
 	uint64_t vsize = img->g.virtual_size, bs = img->g.block_size;
 	uint64_t end, pb, run;
-	bool data;
+	int data;
 
 	if (off >= vsize || *len == 0)
 		return -EINVAL;
@@ -587,7 +597,8 @@ int vhdx_block_status(struct vhdx_image *img, uint64_t off, uint64_t *len)
 	pb = off / bs;
 	data = block_has_data(img, pb);
 	run = (pb + 1) * bs;
-	while (run < end && block_has_data(img, run / bs) == data)
+	/* a block whose entry cannot be read ends the run */
+	while (data >= 0 && run < end && block_has_data(img, run / bs) == data)
 		run += bs;
 	pthread_rwlock_unlock(&img->lock);
 	*len = (run < end ? run : end) - off;

@@ -5,6 +5,7 @@
 #ifndef VHDX_INTERNAL_H
 #define VHDX_INTERNAL_H
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
 
@@ -82,6 +83,19 @@ uint64_t vhdx_bat_min_entries(const struct vhdx_geom *g, bool differencing);
 /* BAT entries a writer allocates: SB * (CR + 1). */
 uint64_t vhdx_bat_alloc_entries(const struct vhdx_geom *g);
 
+/*
+ * Lazy BAT (bat.c).  A read-only open of a large BAT reserves the array
+ * but reads it in segments of this many entries (32 KiB of BAT) when an
+ * entry of the segment is first needed.
+ */
+#define VHDX_BAT_SEG_ENTRIES 4096u
+
+enum vhdx_seg_state {
+	VHDX_SEG_ABSENT = 0, /* not read yet (or the read failed: retried) */
+	VHDX_SEG_READY = 1,  /* decoded and validated */
+	VHDX_SEG_BAD = 2,    /* an entry failed validation (reported once) */
+};
+
 /* Deepest differencing chain accepted (parents below the top image). */
 #define VHDX_MAX_CHAIN 32
 
@@ -144,10 +158,21 @@ struct vhdx_image {
 	uint32_t parent_locator_len;
 	struct vhdx_geom g;
 
-	/* BAT (bat.c) */
+	/*
+	 * BAT (bat.c).  Read through vhdx_bat_get() unless the whole BAT is
+	 * known to be loaded (!bat_lazy: read-write opens, VHDX_OPEN_FULL_BAT,
+	 * small BATs), as write.c, journal.c and check.c assume.
+	 */
 	uint64_t *bat; /* decoded entries, bat_entries of them */
 	uint64_t bat_entries;
-	uint64_t state_count[8];
+	uint64_t state_count[8]; /* lazy: of the ready segments so far */
+	uint64_t bat_eager_max;	 /* opts->bat_eager_max or the default */
+	bool bat_lazy;		 /* segments are read on first use */
+	size_t bat_map_len;	 /* lazy: bat is an mmap of this length */
+	uint8_t *bat_seg;	 /* lazy: VHDX_SEG_* per segment (atomic) */
+	uint64_t bat_n_segs;
+	uint64_t bat_segs_ready;      /* atomic; counts complete at n_segs */
+	pthread_mutex_t bat_seg_lock; /* serialises segment loads */
 
 	pthread_rwlock_t lock; /* protects the BAT for concurrent I/O */
 
@@ -205,9 +230,45 @@ void vhdx_log_free(struct vhdx_image *img);
 int vhdx_read_regions(struct vhdx_image *img);
 int vhdx_read_metadata(struct vhdx_image *img);
 int vhdx_read_bat(struct vhdx_image *img);
+void vhdx_bat_free(struct vhdx_image *img);
 /* vhdx_geom_init into img->g, reporting what is wrong through the sink. */
 int vhdx_geom_init_report(struct vhdx_image *img, uint64_t virtual_size,
 			  uint32_t block_size, uint32_t logical_sector);
+
+/* ---- BAT access (bat.c) ---- */
+
+/* Slow path of vhdx_bat_get: read, decode and validate segment seg. */
+int vhdx_bat_load(struct vhdx_image *img, uint64_t seg);
+
+/*
+ * BAT entry idx (< bat_entries) into *entry: 0, or -EIO if idx is out of
+ * range or its segment is invalid (reported when first found), or the
+ * error of reading it.  Callers that may race with the writer hold
+ * img->lock for reading, as for a plain img->bat[idx].
+ */
+static inline int vhdx_bat_get(struct vhdx_image *img, uint64_t idx,
+			       uint64_t *entry)
+{
+	if (idx >= img->bat_entries)
+		return -EIO;
+	if (img->bat_lazy) {
+		uint64_t seg = idx / VHDX_BAT_SEG_ENTRIES;
+
+		/* acquire: pairs with the release that published it */
+		if (__atomic_load_n(&img->bat_seg[seg], __ATOMIC_ACQUIRE) !=
+		    VHDX_SEG_READY) {
+			int ret = vhdx_bat_load(img, seg);
+
+			if (ret < 0)
+				return ret;
+		}
+	}
+	*entry = img->bat[idx];
+	return 0;
+}
+
+/* Lazy mode: load every segment (for check and describe).  0 or -errno. */
+int vhdx_bat_load_all(struct vhdx_image *img);
 
 /* ---- differencing (parent.c) ---- */
 

@@ -30,7 +30,10 @@ void vhdx_set_broken(struct vhdx_image *img, int err, const char *what)
 		 what, strerror(-err));
 }
 
-/* The on-disk image of BAT sector s, from the in-memory BAT. */
+/*
+ * The on-disk image of BAT sector s, from the in-memory BAT (whole in a
+ * read-write open: vhdx_write_init refuses a lazy one).
+ */
 static void bat_sector_image(struct vhdx_image *img, uint64_t s, uint8_t *out)
 {
 	uint64_t per = VHDX_LOG_SECTOR_SIZE / VHDX_BAT_ENTRY_SIZE;

@@ -57,13 +57,14 @@ static void image_free(struct vhdx_image *img)
 {
 	vhdx_parent_free(img);
 	vhdx_log_free(img);
-	free(img->bat);
+	vhdx_bat_free(img);
 	free(img->extents);
 	free(img->parent_locator);
 	free(img->dirty);
 	pthread_rwlock_destroy(&img->lock);
 	pthread_mutex_destroy(&img->meta_lock);
 	pthread_mutex_destroy(&img->bitmap_lock);
+	pthread_mutex_destroy(&img->bat_seg_lock);
 	free(img);
 }
 
@@ -79,12 +80,15 @@ int vhdx_open_chain(struct vhdx_image **out, const struct vhdx_io *io,
 		return -ENOMEM;
 	img->io = *io;
 	img->files = *vhdx_fd_file_ops();
+	img->bat_eager_max = VHDX_BAT_EAGER_MAX_DEFAULT;
 	if (opts) {
 		img->flags = opts->flags;
 		img->msg = opts->msg;
 		img->msg_opaque = opts->msg_opaque;
 		if (opts->files)
 			img->files = *opts->files;
+		if (opts->bat_eager_max)
+			img->bat_eager_max = opts->bat_eager_max;
 	}
 	img->depth = depth;
 	for (int i = 0; i < n_ids && i < VHDX_MAX_CHAIN; i++) {
@@ -95,6 +99,7 @@ int vhdx_open_chain(struct vhdx_image **out, const struct vhdx_io *io,
 	pthread_rwlock_init(&img->lock, NULL);
 	pthread_mutex_init(&img->meta_lock, NULL);
 	pthread_mutex_init(&img->bitmap_lock, NULL);
+	pthread_mutex_init(&img->bat_seg_lock, NULL);
 	img->read_only = img->flags & VHDX_OPEN_RDONLY;
 	if ((img->flags & VHDX_OPEN_NO_PARENT) && !img->read_only) {
 		vhdx_err(img, "opening without the parent is read-only only");
@@ -153,6 +158,18 @@ uint64_t vhdx_virtual_size(const struct vhdx_image *img)
 	return img->g.virtual_size;
 }
 
+/* A lazy BAT has been counted once every segment is ready. */
+static bool state_counts_complete(const struct vhdx_image *img)
+{
+	uint64_t ready;
+
+	if (!img->bat_lazy)
+		return true;
+	/* acquire: the counts were added before each segment was published */
+	ready = __atomic_load_n(&img->bat_segs_ready, __ATOMIC_ACQUIRE);
+	return ready == img->bat_n_segs;
+}
+
 void vhdx_get_info(const struct vhdx_image *img, struct vhdx_info *info)
 {
 	memset(info, 0, sizeof(*info));
@@ -170,7 +187,10 @@ void vhdx_get_info(const struct vhdx_image *img, struct vhdx_info *info)
 	info->bat_entries = img->bat_entries;
 	info->payload_blocks = img->g.payload_blocks;
 	info->chunk_ratio = img->g.chunk_ratio;
-	memcpy(info->state_count, img->state_count, sizeof(info->state_count));
+	info->state_count_known = state_counts_complete(img);
+	if (info->state_count_known)
+		memcpy(info->state_count, img->state_count,
+		       sizeof(info->state_count));
 	memcpy(info->creator, img->creator, sizeof(info->creator));
 	memcpy(info->data_write_guid, img->data_write_guid, 16);
 	memcpy(info->disk_id, img->disk_id, 16);

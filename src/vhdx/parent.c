@@ -354,6 +354,18 @@ static void capture_msg(void *opaque, enum vhdx_msg_level level,
 		snprintf(c->last, sizeof(c->last), "%s", msg);
 }
 
+/*
+ * Messages of an open parent (e.g. a corrupt segment of a BAT read on
+ * demand): to the child's sink, naming the parent.
+ */
+static void parent_msg(void *opaque, enum vhdx_msg_level level, const char *msg)
+{
+	const struct vhdx_image *child = opaque;
+
+	vhdx_msgf(child, level, "parent %s: %s",
+		  child->parent_path ? child->parent_path : "", msg);
+}
+
 static bool linkage_ok(const struct locator *l, const uint8_t dwg[16])
 {
 	uint8_t g[16];
@@ -370,7 +382,11 @@ static bool linkage_ok(const struct locator *l, const uint8_t dwg[16])
 static int try_candidate(struct vhdx_image *img, const struct locator *l,
 			 const char *path, char *reason, size_t rlen)
 {
-	struct vhdx_open_opts po = {.flags = VHDX_OPEN_RDONLY, .path = path};
+	struct vhdx_open_opts po = {
+	    .flags = VHDX_OPEN_RDONLY | (img->flags & VHDX_OPEN_FULL_BAT),
+	    .path = path,
+	    .bat_eager_max = img->bat_eager_max,
+	};
 	struct capture cap = {""};
 	struct vhdx_image *p = NULL;
 	struct vhdx_io io;
@@ -423,6 +439,8 @@ static int try_candidate(struct vhdx_image *img, const struct locator *l,
 		ret = -EINVAL;
 		goto fail;
 	}
+	p->msg = parent_msg; /* cap is gone when this returns */
+	p->msg_opaque = img;
 	img->parent = p;
 	img->parent_io = io;
 	return 0;
@@ -482,6 +500,9 @@ out:
 	return ret;
 }
 
+/* In img->bitmaps: the chunk's bitmap entry is invalid (reported). */
+static uint8_t no_bitmap;
+
 void vhdx_parent_free(struct vhdx_image *img)
 {
 	if (img->parent) {
@@ -491,7 +512,8 @@ void vhdx_parent_free(struct vhdx_image *img)
 	}
 	if (img->bitmaps) {
 		for (uint64_t c = 0; c < img->g.bitmap_blocks; c++)
-			free(img->bitmaps[c]);
+			if (img->bitmaps[c] != &no_bitmap)
+				free(img->bitmaps[c]);
 		free(img->bitmaps);
 		img->bitmaps = NULL;
 	}
@@ -519,12 +541,18 @@ int vhdx_read_parent(struct vhdx_image *img, uint8_t *buf, size_t len,
 	return 0;
 }
 
-/* The sector bitmap of chunk c, loaded on first use. */
-static const uint8_t *chunk_bitmap(struct vhdx_image *img, uint64_t c, int *err)
+/*
+ * The sector bitmap of the chunk of PARTIALLY_PRESENT block pb, loaded on
+ * first use.  Its BAT entry must say SB_BLOCK_PRESENT (fmt §8.4): an eager
+ * open checked that already, a lazy BAT (bat.c) only now.
+ */
+static const uint8_t *chunk_bitmap(struct vhdx_image *img, uint64_t pb,
+				   int *err)
 {
-	uint64_t idx = c * (img->g.chunk_ratio + 1) + img->g.chunk_ratio;
+	uint64_t c = pb / img->g.chunk_ratio;
+	uint64_t idx = vhdx_bat_bitmap_index(&img->g, pb);
 	uint8_t *bm = NULL;
-	uint64_t e;
+	uint64_t e = 0;
 
 	pthread_mutex_lock(&img->bitmap_lock);
 	if (!img->bitmaps)
@@ -534,22 +562,35 @@ static const uint8_t *chunk_bitmap(struct vhdx_image *img, uint64_t c, int *err)
 		goto out;
 	}
 	bm = img->bitmaps[c];
+	if (bm == &no_bitmap) {
+		bm = NULL;
+		*err = -EIO;
+		goto out;
+	}
 	if (bm)
 		goto out;
-	e = idx < img->bat_entries ? img->bat[idx] : 0;
-	bm = calloc(1, VHDX_SECTOR_BITMAP_BLOCK_SIZE);
+	if (idx < img->bat_entries && (*err = vhdx_bat_get(img, idx, &e)) < 0)
+		goto out;
+	if ((e & VHDX_BAT_STATE_MASK) != VHDX_SB_BLOCK_PRESENT) {
+		vhdx_err(img,
+			 "BAT: block %llu is PARTIALLY_PRESENT but its chunk "
+			 "has no sector bitmap (entry %llu)",
+			 (unsigned long long)pb, (unsigned long long)idx);
+		img->bitmaps[c] = &no_bitmap;
+		*err = -EIO;
+		goto out;
+	}
+	bm = malloc(VHDX_SECTOR_BITMAP_BLOCK_SIZE);
 	if (!bm) {
 		*err = -ENOMEM;
 		goto out;
 	}
-	if ((e & VHDX_BAT_STATE_MASK) == VHDX_SB_BLOCK_PRESENT) {
-		*err = vhdx_file_read(img, bm, VHDX_SECTOR_BITMAP_BLOCK_SIZE,
-				      e & VHDX_BAT_OFFSET_MASK);
-		if (*err < 0) {
-			free(bm);
-			bm = NULL;
-			goto out;
-		}
+	*err = vhdx_file_read(img, bm, VHDX_SECTOR_BITMAP_BLOCK_SIZE,
+			      e & VHDX_BAT_OFFSET_MASK);
+	if (*err < 0) {
+		free(bm);
+		bm = NULL;
+		goto out;
 	}
 	img->bitmaps[c] = bm;
 out:
@@ -566,7 +607,7 @@ int vhdx_read_partial(struct vhdx_image *img, uint8_t *buf, size_t len,
 	const uint8_t *bm;
 	int ret = 0;
 
-	bm = chunk_bitmap(img, pb / img->g.chunk_ratio, &ret);
+	bm = chunk_bitmap(img, pb, &ret);
 	if (!bm)
 		return ret;
 	while (len) {

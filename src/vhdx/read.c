@@ -78,12 +78,15 @@ static int read_in_block(struct vhdx_image *img, uint8_t *buf, size_t len,
 	uint64_t in_block = off % g->block_size;
 	uint64_t idx = vhdx_bat_payload_index(g, pb);
 	uint64_t e;
+	int ret;
 
 	if (idx >= img->bat_entries)
 		return -EIO; /* cannot happen after validation */
 	pthread_rwlock_rdlock(&img->lock);
-	e = img->bat[idx];
+	ret = vhdx_bat_get(img, idx, &e);
 	pthread_rwlock_unlock(&img->lock);
+	if (ret < 0)
+		return ret;
 
 	switch (e & VHDX_BAT_STATE_MASK) {
 	case VHDX_BLOCK_FULLY_PRESENT:
@@ -143,12 +146,15 @@ static enum vhdx_map_kind map_block(struct vhdx_image *img, uint64_t off,
 	uint64_t pb = off / img->g.block_size;
 	uint64_t idx = vhdx_bat_payload_index(&img->g, pb);
 	uint64_t e;
+	int ret;
 
 	if (idx >= img->bat_entries)
 		return VHDX_MAP_OTHER;
 	pthread_rwlock_rdlock(&img->lock);
-	e = img->bat[idx];
+	ret = vhdx_bat_get(img, idx, &e);
 	pthread_rwlock_unlock(&img->lock);
+	if (ret < 0)
+		return VHDX_MAP_OTHER; /* vhdx_read reports it */
 	switch (e & VHDX_BAT_STATE_MASK) {
 	case VHDX_BLOCK_FULLY_PRESENT:
 		*file_off =

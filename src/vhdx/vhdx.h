@@ -49,6 +49,13 @@ typedef void (*vhdx_msg_fn)(void *opaque, enum vhdx_msg_level level,
 /* with RDONLY: do not open the parent of a differencing image (it then
  * reads as zeros); for inspecting a child whose parent is missing */
 #define VHDX_OPEN_NO_PARENT 0x2u
+/*
+ * Read and validate the whole BAT at open, whatever its size, so that
+ * vhdx_info.state_count is complete.  Read-write opens always do; without
+ * this flag a read-only open of an image whose BAT is larger than
+ * bat_eager_max reads it on demand, a segment at a time (see bat_eager_max).
+ */
+#define VHDX_OPEN_FULL_BAT 0x4u
 
 /*
  * How the library opens the parent files of a differencing image.  open
@@ -81,7 +88,19 @@ struct vhdx_open_opts {
 	const char *parent_path; /* use this parent instead of the locator's
 				    paths (still checked against the linkage) */
 	const struct vhdx_file_ops *files; /* NULL: vhdx_fd_file_ops() */
+	/*
+	 * Read-only opens without VHDX_OPEN_FULL_BAT: if the BAT entries the
+	 * geometry uses take more than this many bytes, the BAT is not read
+	 * at open but 32 KiB segments of it on first use (each validated
+	 * then; a corrupt segment fails the reads that need it with -EIO).
+	 * 0: VHDX_BAT_EAGER_MAX_DEFAULT.  The parents of a differencing image
+	 * inherit it.
+	 */
+	uint64_t bat_eager_max;
 };
+
+/* Default of vhdx_open_opts.bat_eager_max: 4 MiB, 524,288 entries. */
+#define VHDX_BAT_EAGER_MAX_DEFAULT (4ull << 20)
 
 struct vhdx_image;
 
@@ -111,7 +130,10 @@ struct vhdx_info {
 	uint64_t bat_entries;	     /* BAT entries the geometry uses */
 	uint64_t payload_blocks;     /* N */
 	uint64_t chunk_ratio;	     /* CR */
-	uint64_t state_count[8];     /* payload entries per state */
+	uint64_t state_count[8];     /* payload entries per state, if known */
+	int state_count_known;	     /* 0: the BAT is read on demand (see
+					bat_eager_max) and not all of it has
+					been read: state_count is all zero */
 	uint8_t creator[256];	     /* creator string, UTF-8, NUL-terminated */
 	uint8_t data_write_guid[16]; /* current DataWriteGuid (on-disk order) */
 	uint8_t disk_id[16];	     /* Virtual Disk ID (on-disk order) */
@@ -236,8 +258,9 @@ const char *vhdx_version(void);
 /* ---- vhdxtool merge and info (merge_support.c) ---- */
 
 /*
- * State of payload block pb (enum vhdx_block_state), or -EINVAL if pb is
- * past the last block.
+ * State of payload block pb (enum vhdx_block_state), -EINVAL if pb is past
+ * the last block, or -EIO (BAT read on demand) if its BAT entry cannot be
+ * read or is invalid.
  */
 int vhdx_block_state(struct vhdx_image *img, uint64_t pb);
 
@@ -245,8 +268,8 @@ int vhdx_block_state(struct vhdx_image *img, uint64_t pb);
  * Open an image read-only like vhdx_open, but never its parent: a
  * differencing image opened this way reads as zeros wherever it would read
  * its parent.  For showing the structures of a child whose parent is
- * missing or does not match; opts->flags, path, parent_path and files are
- * ignored.
+ * missing or does not match; opts->path, parent_path, files and flags
+ * other than VHDX_OPEN_FULL_BAT are ignored.
  */
 int vhdx_open_detached(struct vhdx_image **out, const struct vhdx_io *io,
 		       const struct vhdx_open_opts *opts);

@@ -124,7 +124,8 @@ struct vhdx_description {
 /*
  * Describe an open image (read-only or read-write).  On success *out must
  * be released with vhdx_describe_free.  Reads the structures again through
- * the log (as the open did); returns 0 or -errno.
+ * the log (as the open did), and all of a BAT the open left to be read on
+ * demand (-EIO if a part of it is invalid); returns 0 or -errno.
  */
 int vhdx_describe(struct vhdx_image *img, struct vhdx_description **out);
 void vhdx_describe_free(struct vhdx_description *d);

@@ -256,6 +256,9 @@ int vhdx_write_init(struct vhdx_image *img)
 	uint64_t n_sectors =
 	    (img->bat_length + VHDX_LOG_SECTOR_SIZE - 1) / VHDX_LOG_SECTOR_SIZE;
 
+	/* the writer reads and changes img->bat directly: it must be whole */
+	if (img->bat_lazy)
+		return -EINVAL;
 	img->dirty = calloc(n_sectors ? n_sectors : 1, 1);
 	if (!img->dirty)
 		return -ENOMEM;

@@ -461,10 +461,11 @@ static void describe_byte(const struct expect *e, const struct reader *rd,
 	if (img && n > 0 && (size_t)n < whylen) {
 		uint64_t idx =
 		    vhdx_bat_payload_index(&img->g, v / img->g.block_size);
+		uint64_t entry = 0;
 
+		vhdx_bat_get(img, idx, &entry);
 		snprintf(why + n, whylen - (size_t)n,
-			 "; BAT entry %" PRIu64 " = 0x%" PRIx64, idx,
-			 idx < img->bat_entries ? img->bat[idx] : 0);
+			 "; BAT entry %" PRIu64 " = 0x%" PRIx64, idx, entry);
 	}
 }
 
