@@ -163,7 +163,7 @@ static int vt_merge_resolve(struct vt_merge *m)
 static int vt_merge_open(struct vt_merge *m)
 {
 	struct vhdx_open_opts opts = {
-	    .flags = VHDX_OPEN_RDONLY,
+	    .flags = VT_OPEN_FLAGS | VHDX_OPEN_RDONLY,
 	    .msg = vt_vhdx_msg,
 	    .msg_opaque = (void *)m->c->child,
 	    .path = m->c->child,

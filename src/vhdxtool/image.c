@@ -102,7 +102,7 @@ int vt_image_open_chain(struct vt_image *vi, const char *path,
 			void *sink_opaque)
 {
 	struct vhdx_open_opts opts = {
-	    .flags = writable ? 0 : VHDX_OPEN_RDONLY,
+	    .flags = VT_OPEN_FLAGS | (writable ? 0 : VHDX_OPEN_RDONLY),
 	    .msg = sink ? sink : vt_vhdx_msg,
 	    .msg_opaque = sink ? sink_opaque : (void *)path,
 	    .path = path,
@@ -129,7 +129,7 @@ int vt_image_open_detached(struct vt_image *vi, const char *path,
 			   vhdx_msg_fn sink, void *sink_opaque)
 {
 	struct vhdx_open_opts opts = {
-	    .flags = VHDX_OPEN_RDONLY,
+	    .flags = VT_OPEN_FLAGS | VHDX_OPEN_RDONLY,
 	    .msg = sink,
 	    .msg_opaque = sink_opaque,
 	};

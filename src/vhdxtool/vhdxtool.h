@@ -120,6 +120,14 @@ struct vt_image {
 };
 
 /*
+ * Flags of every image open.  The commands show, check, merge or convert
+ * the whole image: the BAT is read and validated whole at open, as for a
+ * read-write open, however large (the library would otherwise read a large
+ * BAT of a read-only open on demand), and state counts are complete.
+ */
+#define VT_OPEN_FLAGS VHDX_OPEN_FULL_BAT
+
+/*
  * Open and lock PATH (shared lock read-only, exclusive lock writable) and
  * the image in it.  sink/sink_opaque receive the library's messages (NULL:
  * vt_vhdx_msg).  Returns 0 or an exit code after a message.
