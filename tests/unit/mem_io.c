@@ -23,6 +23,7 @@ struct mem_io {
 	size_t cap_chunks;
 	struct mem_io_counts counts;
 	unsigned long fail_pread, fail_pwrite, fail_flush; /* countdowns */
+	uint64_t watch_off, watch_len;
 	int fail_pread_err, fail_pwrite_err, fail_flush_err;
 };
 
@@ -262,6 +263,26 @@ static int fault_hit(unsigned long *countdown)
 	return --*countdown == 0;
 }
 
+/* Account a pread of n bytes at off against the watched range. */
+static void watch_count(struct mem_io *m, uint64_t off, size_t n)
+{
+	uint64_t lo = off, hi = off + n;
+	uint64_t wend = m->watch_off + m->watch_len;
+
+	if (lo < m->watch_off)
+		lo = m->watch_off;
+	if (hi > wend)
+		hi = wend;
+	if (lo >= hi)
+		return;
+	if (!m->counts.watch_reads || lo < m->counts.watch_lo)
+		m->counts.watch_lo = lo;
+	if (!m->counts.watch_reads || hi > m->counts.watch_hi)
+		m->counts.watch_hi = hi;
+	m->counts.watch_reads++;
+	m->counts.watch_bytes += hi - lo;
+}
+
 static long op_pread(void *opaque, void *buf, size_t len, uint64_t off)
 {
 	struct mem_io *m = opaque;
@@ -278,6 +299,7 @@ static long op_pread(void *opaque, void *buf, size_t len, uint64_t off)
 		get_locked(m, off, buf, n);
 	}
 	m->counts.bytes_read += n;
+	watch_count(m, off, n);
 	pthread_mutex_unlock(&m->lock);
 	return (long)n;
 }
@@ -346,6 +368,14 @@ void mem_io_ops(struct vhdx_io *io, struct mem_io *m)
 	io->flush = op_flush;
 	io->truncate = op_truncate;
 	io->size = op_size;
+}
+
+void mem_io_watch(struct mem_io *m, uint64_t off, uint64_t len)
+{
+	pthread_mutex_lock(&m->lock);
+	m->watch_off = off;
+	m->watch_len = len;
+	pthread_mutex_unlock(&m->lock);
 }
 
 void mem_io_get_counts(struct mem_io *m, struct mem_io_counts *c)

@@ -32,6 +32,10 @@ struct mem_io_counts {
 	unsigned long size;
 	uint64_t bytes_read;
 	uint64_t bytes_written;
+	/* preads that touched the range set by mem_io_watch */
+	unsigned long watch_reads;
+	uint64_t watch_bytes;	     /* bytes read inside the range */
+	uint64_t watch_lo, watch_hi; /* span of those bytes (hi exclusive) */
 };
 
 /* An empty file; NULL if out of memory. */
@@ -54,6 +58,12 @@ uint64_t mem_io_get_le64(struct mem_io *m, uint64_t off);
 void mem_io_put_le16(struct mem_io *m, uint64_t off, uint16_t v);
 void mem_io_put_le32(struct mem_io *m, uint64_t off, uint32_t v);
 void mem_io_put_le64(struct mem_io *m, uint64_t off, uint64_t v);
+
+/*
+ * Count, in the watch_* counters, what preads read of [off, off + len) (one
+ * range per mem_io; len 0 stops watching).  E.g. the BAT region.
+ */
+void mem_io_watch(struct mem_io *m, uint64_t off, uint64_t len);
 
 /* Counters of calls made through the ops table. */
 void mem_io_get_counts(struct mem_io *m, struct mem_io_counts *c);
