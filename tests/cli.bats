@@ -396,12 +396,12 @@ os.close(os.open(sys.argv[1], os.O_WRONLY | os.O_TRUNC))' "$MNT/disk.raw"
 	vf_umount "$MNT"
 }
 
-@test "writes at or past the end fail with ENOSPC; one crossing the end is cut short" {
+@test "without the writeback cache, writes at or past the end fail with ENOSPC; one crossing the end is cut short" {
 	require_fuse
 	make_test_image
 	[ "$(virtual_size "$IMG")" = 10000384 ]
 	reference "$IMG" "$T/ref.raw"
-	vf_mount "$IMG" "$MNT"
+	vf_mount "$IMG" "$MNT" -o no_writeback_cache
 	# qemu-img rounds 10000000 up to 10000384 bytes = 19532 sectors
 	run dd if=/dev/zero of="$MNT/disk.raw" bs=512 seek=19532 count=1 \
 		conv=notrunc status=none
@@ -433,6 +433,66 @@ os.fsync(fd)' "$MNT/disk.raw"
 	assert_same_content "$MNT/disk.raw" "$T/ref.raw"
 	vf_umount "$MNT"
 	[ "$(stat -c %s "$T/ref.raw")" = 10000384 ]
+	run qemu-img compare -f vhdx -F raw "$IMG" "$T/ref.raw"
+	assert_success
+}
+
+@test "with the writeback cache (the default), a write past the end fails at fsync with ENOSPC, keeps what fits, and the size stays" {
+	require_fuse
+	make_test_image
+	reference "$IMG" "$T/ref.raw"
+	# a regular-file mount point: its size comes from the daemon at init
+	touch "$T/disk"
+	vf_mount "$IMG" "$T/disk"
+	[ "$(stat -c %s "$T/disk")" = 10000384 ]
+	run python3 -c '
+import errno, os, sys, time
+size = 10000384
+fd = os.open(sys.argv[1], os.O_WRONLY)
+os.pwrite(fd, b"\x5a" * 1000, size - 300)   # 300 bytes fit
+try:
+    os.fsync(fd)
+    sys.exit("fsync after a write past the end succeeded")
+except OSError as e:
+    if e.errno != errno.ENOSPC:
+        sys.exit("fsync: %s" % e)
+# the daemon sets the size back once the write-back failed
+for _ in range(100):
+    if os.fstat(fd).st_size == size:
+        break
+    time.sleep(0.05)
+else:
+    sys.exit("size stayed %d" % os.fstat(fd).st_size)
+os.pwrite(fd, b"\x11" * 4096, 8192)
+os.fsync(fd)                                  # the error was reported once
+os.close(fd)
+print("ok")' "$T/disk"
+	assert_success
+	assert_output "ok"
+	[ "$(stat -c %s "$T/disk")" = 10000384 ]
+	head -c 300 /dev/zero | tr '\0' '\132' |
+		dd of="$T/ref.raw" bs=1 seek=$((10000384 - 300)) conv=notrunc status=none
+	head -c 4096 /dev/zero | tr '\0' '\021' |
+		dd of="$T/ref.raw" bs=4096 seek=2 conv=notrunc status=none
+	assert_same_content "$T/disk" "$T/ref.raw"
+	vf_umount "$T/disk"
+	grep -q "past the end of the disk" "$T/vhdxfuse.log"
+	run qemu-img compare -f vhdx -F raw "$IMG" "$T/ref.raw"
+	assert_success
+}
+
+@test "with the writeback cache, dd without conv=notrunc (O_TRUNC) keeps the size and the rest of the disk" {
+	require_fuse
+	make_test_image
+	reference "$IMG" "$T/ref.raw"
+	touch "$T/disk"
+	vf_mount "$IMG" "$T/disk"
+	head -c 100000 /dev/urandom >"$T/head.bin"
+	dd if="$T/head.bin" of="$T/disk" bs=4096 status=none
+	[ "$(stat -c %s "$T/disk")" = 10000384 ]
+	dd if="$T/head.bin" of="$T/ref.raw" bs=4096 conv=notrunc status=none
+	assert_same_content "$T/disk" "$T/ref.raw"
+	vf_umount "$T/disk"
 	run qemu-img compare -f vhdx -F raw "$IMG" "$T/ref.raw"
 	assert_success
 }

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #include "vhdxfuse.h"
 
@@ -93,19 +94,83 @@ static int vf_stat(const struct vf_fs *fs, fuse_ino_t ino, struct stat *st)
 	return -ENOENT;
 }
 
+/*
+ * With the writeback cache the kernel owns the file size and ignores the
+ * size that getattr reports.  A directory mount point's file gets its size
+ * from lookup; the root inode of a file mount point, however, is made at
+ * mount time with size 0.  Storing the disk's last page into the kernel's
+ * cache of that inode sets its size.  Called from init, before the kernel
+ * is told that the writeback cache is on; 0 or -errno.
+ */
+static int vf_announce_size(struct vf_fs *fs)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	uint64_t off, len;
+	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(0);
+	char *buf;
+	long n;
+	int ret;
+
+	if (page <= 0)
+		page = 4096;
+	off = (fs->size - 1) / (uint64_t)page * (uint64_t)page;
+	len = fs->size - off;
+	buf = malloc(len);
+	if (!buf)
+		return -ENOMEM;
+	n = vhdx_read(fs->img, buf, len, off);
+	if (n < 0 || (uint64_t)n != len) {
+		free(buf);
+		return n < 0 ? (int)n : -EIO;
+	}
+	bv.buf[0].mem = buf;
+	bv.buf[0].size = len;
+	ret =
+	    fuse_lowlevel_notify_store(fs->se, VF_INO_ROOT, (off_t)off, &bv, 0);
+	free(buf);
+	return ret;
+}
+
 static void vf_init(void *userdata, struct fuse_conn_info *conn)
 {
+	struct vf_fs *fs = userdata;
+	int ret;
+
 	if (conn->capable & FUSE_CAP_ASYNC_READ)
 		conn->want |= FUSE_CAP_ASYNC_READ;
 	/* replies straight from the image file's pages */
 	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
 		conn->want |= FUSE_CAP_SPLICE_WRITE;
 	conn->max_write = VF_MAX_IO;
-	/* O_TRUNC arrives with open(), where it is ignored, not as setattr */
-	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
-		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
 	if (conn->max_readahead > VF_MAX_IO)
 		conn->max_readahead = VF_MAX_IO;
+
+	if (fs->wbc && !(conn->capable & FUSE_CAP_WRITEBACK_CACHE)) {
+		vf_log(LOG_INFO, "the kernel offers no writeback cache");
+		fs->wbc = 0;
+	}
+	if (fs->wbc && !fs->root_is_dir) {
+		ret = vf_announce_size(fs);
+		if (ret) {
+			vf_log(LOG_WARNING,
+			       "writeback cache off: cannot tell the kernel "
+			       "the disk size: %s",
+			       strerror(-ret));
+			fs->wbc = 0;
+		}
+	}
+	if (fs->wbc) {
+		/*
+		 * The kernel caches writes and sends them in the background;
+		 * fsync and close still wait for them (and get their errors).
+		 * O_TRUNC then comes as a setattr, see vf_setattr().
+		 */
+		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+		conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC; /* libfuse's default */
+	} else if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC) {
+		/* O_TRUNC arrives with open(), where it is ignored */
+		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+	}
 }
 
 static void vf_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -257,6 +322,40 @@ static void vf_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	vf_read_copy(req, fs, size, pos);
 }
 
+/*
+ * Write-behind: streaming writes (requests of VF_WB_MIN_IO or more) start
+ * the host's writeback of the image every VF_WB_STEP bytes, in the
+ * write-behind thread, so that the disk works while more data arrives
+ * instead of all at the next fsync.  Small random writes do not count:
+ * starting writeback of scattered pages early only costs them.
+ */
+#define VF_WB_MIN_IO (64 * 1024)
+#define VF_WB_STEP   (16 * 1024 * 1024)
+
+static void vf_write_behind(struct vf_fs *fs, uint64_t n)
+{
+	uint64_t now;
+
+	if (n < VF_WB_MIN_IO)
+		return;
+	now = __atomic_add_fetch(&fs->wb_bytes, n, __ATOMIC_RELAXED);
+	if (now / VF_WB_STEP != (now - n) / VF_WB_STEP)
+		vf_wb_kick(fs);
+}
+
+static void vf_warn_past_end(struct vf_fs *fs, uint64_t off)
+{
+	static int warned;
+
+	if (__atomic_exchange_n(&warned, 1, __ATOMIC_RELAXED))
+		return;
+	vf_log(LOG_WARNING,
+	       "%s: data written past the end of the disk (%llu bytes, "
+	       "offset %llu) is lost: fsync and close fail with ENOSPC",
+	       fs->image, (unsigned long long)fs->size,
+	       (unsigned long long)off);
+}
+
 static void vf_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		     size_t size, off_t off, struct fuse_file_info *fi)
 {
@@ -273,10 +372,23 @@ static void vf_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		return;
 	}
 	n = vhdx_write(fs->img, buf, size, (uint64_t)off);
+	if (n >= 0 && (size_t)n < size && fs->wbc) {
+		/*
+		 * The writeback cache accepted a write(2) past the end of the
+		 * disk and the kernel now writes it back: keep what fits, and
+		 * fail so that fsync and close report the rest as lost.
+		 */
+		vf_warn_past_end(fs, (uint64_t)off + (uint64_t)n);
+		n = -ENOSPC;
+	}
 	if (n < 0)
 		fuse_reply_err(req, (int)-n);
 	else
 		fuse_reply_write(req, (size_t)n);
+	if (n > 0)
+		vf_write_behind(fs, (uint64_t)n);
+	else if (fs->wbc && n == -ENOSPC)
+		vf_request_size_fix(); /* after the reply: it waits for us */
 }
 
 static void vf_reply_ok(fuse_req_t req)
@@ -313,6 +425,18 @@ static void vf_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 	vf_sync(req);
 }
 
+/*
+ * Truncation to 0 without a file handle: open(O_TRUNC) when the kernel does
+ * not send O_TRUNC with open (writeback cache), ignored like there.  The
+ * reply carries the real size, which the kernel then keeps.  A truncate(2)
+ * to 0 by path looks the same and is ignored too; ftruncate(2) is refused.
+ */
+static int vf_is_o_trunc(const struct vf_fs *fs, const struct stat *attr,
+			 const struct fuse_file_info *fi)
+{
+	return fs->wbc && !fi && attr->st_size == 0;
+}
+
 /* The size is fixed; times and modes are not stored (nothing to change). */
 static void vf_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		       int to_set, struct fuse_file_info *fi)
@@ -322,7 +446,7 @@ static void vf_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	int ret = vf_stat(fs, ino, &st);
 
 	if (!ret && (to_set & FUSE_SET_ATTR_SIZE) &&
-	    (uint64_t)attr->st_size != fs->size)
+	    (uint64_t)attr->st_size != fs->size && !vf_is_o_trunc(fs, attr, fi))
 		ret = vf_is_file(fs, ino) && fs->ro ? -EROFS : -EINVAL;
 	if (ret)
 		fuse_reply_err(req, -ret);

@@ -11,6 +11,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -239,6 +242,7 @@ static int vf_setup(struct vf_fs *fs, const struct vf_options *opts)
 
 	fs->image = opts->image;
 	fs->ro = opts->ro;
+	fs->wbc = !opts->ro && !opts->no_wbc;
 	ret = vf_check_mountpoint(fs, opts->mountpoint);
 	if (!ret)
 		ret = vf_open_image_file(fs, &st);
@@ -269,30 +273,194 @@ static int vf_loop(struct fuse_session *se, const struct vf_options *opts)
 }
 
 /*
- * Mount, detach unless -f, serve until unmounted, unmount.  The loop
- * returns the signal number after SIGTERM, SIGINT or SIGHUP: a clean exit.
+ * SIGTERM, SIGINT and SIGHUP end the mount cleanly.  With the writeback
+ * cache the kernel may still hold written data that it sends only while
+ * requests are served, so the signal handler just wakes a watcher thread,
+ * which syncs the mounted file system through the running session, then
+ * ends the loop.  The watcher also answers vf_request_size_fix().
+ */
+#define VF_WATCH_STOP	  0   /* the loop ended: the watcher returns */
+#define VF_WATCH_SIZE_FIX 255 /* see vf_request_size_fix() */
+
+static int vf_watch_fd[2] = {-1, -1};
+
+static void vf_on_signal(int sig)
+{
+	unsigned char c = (unsigned char)sig;
+	int saved = errno;
+
+	if (write(vf_watch_fd[1], &c, 1) < 0) {
+		/* the pipe is full: a request is pending already */
+	}
+	errno = saved;
+}
+
+static int vf_set_signal_handlers(void)
+{
+	static const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
+	struct sigaction sa;
+
+	if (pipe2(vf_watch_fd, O_CLOEXEC | O_NONBLOCK))
+		return -1;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = SIG_IGN;
+	if (sigaction(SIGPIPE, &sa, NULL))
+		return -1;
+	/* no SA_RESTART: the signal must interrupt the loop's waits */
+	sa.sa_handler = vf_on_signal;
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		if (sigaction(sigs[i], &sa, NULL))
+			return -1;
+	return 0;
+}
+
+static void vf_remove_signal_handlers(void)
+{
+	static const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = SIG_DFL;
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		sigaction(sigs[i], &sa, NULL);
+	for (int i = 0; i < 2; i++) {
+		if (vf_watch_fd[i] >= 0)
+			close(vf_watch_fd[i]);
+		vf_watch_fd[i] = -1;
+	}
+}
+
+void vf_request_size_fix(void)
+{
+	vf_on_signal(VF_WATCH_SIZE_FIX);
+}
+
+/* The path of the disk file as the kernel shows it. */
+static char *vf_disk_path(const struct vf_fs *fs)
+{
+	char *path;
+
+	if (!fs->root_is_dir)
+		return strdup(fs->mountpoint);
+	path = malloc(strlen(fs->mountpoint) + strlen(fs->filename) + 2);
+	if (path)
+		sprintf(path, "%s/%s", fs->mountpoint, fs->filename);
+	return path;
+}
+
+/*
+ * Have the kernel send what its writeback cache holds, and wait: fsync of
+ * the disk file (syncfs was seen to return before all of it was sent).
+ */
+static void vf_sync_mount(const struct vf_fs *fs)
+{
+	char *path = vf_disk_path(fs);
+	int fd = path ? open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY) : -1;
+
+	if (fd < 0 || fsync(fd))
+		vf_log(LOG_WARNING, "%s: writing back cached data: %s",
+		       fs->mountpoint, strerror(path ? errno : ENOMEM));
+	if (fd >= 0)
+		close(fd);
+	free(path);
+}
+
+/*
+ * After the writeback cache let a write(2) grow the file past the disk's
+ * end (vf_write fails its write-back), set the kernel's size back: the
+ * kernel takes the size a truncating setattr replies with.
+ */
+static void vf_fix_size(const struct vf_fs *fs)
+{
+	char *path = vf_disk_path(fs);
+
+	if (!path || truncate(path, (off_t)fs->size))
+		vf_log(LOG_DEBUG, "resetting the disk size failed: %s",
+		       strerror(path ? errno : ENOMEM));
+	free(path);
+}
+
+struct vf_watch {
+	struct vf_fs *fs;
+	struct fuse_session *se;
+	pthread_t loop_thread;
+};
+
+static void *vf_watcher(void *arg)
+{
+	struct vf_watch *w = arg;
+	struct pollfd pfd = {.fd = vf_watch_fd[0], .events = POLLIN};
+	unsigned char c;
+
+	for (;;) {
+		if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
+			return NULL;
+		if (read(vf_watch_fd[0], &c, 1) != 1)
+			continue;
+		if (c == VF_WATCH_STOP)
+			return NULL;
+		if (c == VF_WATCH_SIZE_FIX) {
+			vf_fix_size(w->fs);
+			continue;
+		}
+		vf_log(LOG_INFO, "%s: signal %d: unmounting", w->fs->mountpoint,
+		       c);
+		if (w->fs->wbc)
+			vf_sync_mount(w->fs);
+		fuse_session_exit(w->se);
+		/* interrupts the loop's wait for its workers */
+		pthread_kill(w->loop_thread, SIGTERM);
+		return NULL;
+	}
+}
+
+/*
+ * Mount, detach unless -f, serve until unmounted or signalled (a clean
+ * exit), unmount.
  */
 static int vf_serve(struct vf_fs *fs, struct fuse_session *se,
 		    const struct vf_options *opts)
 {
-	int ret = VF_EXIT_MOUNT;
+	struct vf_watch w = {.fs = fs, .se = se, .loop_thread = pthread_self()};
+	unsigned char stop = VF_WATCH_STOP;
+	pthread_t watcher;
+	int ret = VF_EXIT_MOUNT, err;
 
-	if (fuse_set_signal_handlers(se))
-		return VF_EXIT_MOUNT;
+	if (vf_set_signal_handlers()) {
+		vf_log(LOG_ERR, "cannot set up signal handling: %s",
+		       strerror(errno));
+		goto out_signals;
+	}
 	if (fuse_session_mount(se, fs->mountpoint))
 		goto out_signals;
 	if (fuse_daemonize(opts->cmd.foreground))
 		goto out_unmount;
 	if (!opts->cmd.foreground)
 		vf_log_to_syslog();
+	/* after fuse_daemonize(): threads do not survive its fork */
+	errno = pthread_create(&watcher, NULL, vf_watcher, &w);
+	if (errno) {
+		vf_log(LOG_ERR, "cannot start a thread: %s", strerror(errno));
+		goto out_unmount;
+	}
+	if (!fs->ro && (err = vf_wb_start(fs)) < 0)
+		vf_log(LOG_WARNING, "no write-behind thread: %s",
+		       strerror(-err));
 	if (vf_loop(se, opts) < 0)
 		vf_log(LOG_ERR, "%s: the FUSE session failed", fs->mountpoint);
 	else
 		ret = VF_EXIT_OK;
+	vf_wb_stop(fs);
+	/* the pipe may be full: the watcher is draining it */
+	while (write(vf_watch_fd[1], &stop, 1) < 0 &&
+	       (errno == EAGAIN || errno == EINTR))
+		usleep(1000);
+	pthread_join(watcher, NULL);
 out_unmount:
 	fuse_session_unmount(se);
 out_signals:
-	fuse_remove_signal_handlers(se);
+	vf_remove_signal_handlers();
 	return ret;
 }
 
@@ -341,6 +509,7 @@ int main(int argc, char *argv[])
 		ret = VF_EXIT_USAGE;
 		goto out;
 	}
+	fs.se = se;
 	ret = vf_setup(&fs, &opts);
 	if (!ret)
 		ret = vf_serve(&fs, se, &opts);

@@ -55,6 +55,8 @@ static const struct fuse_opt vf_opt_spec[] = {
     FUSE_OPT_KEY("umask=", VF_KEY_UMASK),
     FUSE_OPT_KEY("filename=", VF_KEY_FILENAME),
     VF_OPT("parent=%s", parent, 0),
+    VF_OPT("writeback_cache", no_wbc, 0),
+    VF_OPT("no_writeback_cache", no_wbc, 1),
 
     /* fstab words for mount(8); x-* and comment= in vf_opt_proc() */
     FUSE_OPT_KEY("auto", FUSE_OPT_KEY_DISCARD),
@@ -299,6 +301,11 @@ void vf_print_help(const char *progname)
 	    "                           log is replayed in memory); default: "
 	    "read-write\n"
 	    "    -o rw                  read-write (the default)\n"
+	    "    -o writeback_cache     the kernel caches writes and sends "
+	    "them in the\n"
+	    "                           background (default when read-write)\n"
+	    "    -o no_writeback_cache  every write(2) reaches the image "
+	    "before it returns\n"
 	    "    -o parent=PATH         parent of a differencing image, "
 	    "instead "
 	    "of the\n"

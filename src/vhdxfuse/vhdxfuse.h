@@ -37,6 +37,7 @@ struct vf_options {
 	unsigned int uid, gid, umask;
 	int uid_set, gid_set;
 	int ro;		 /* -o ro / -r; the last of ro and rw wins */
+	int no_wbc;	 /* -o no_writeback_cache */
 	int fsname_set;	 /* the user gave -o fsname= */
 	int subtype_set; /* the user gave -o subtype= */
 	int show_help;
@@ -48,16 +49,20 @@ struct vf_options {
 /* State of a running mount, shared by all FUSE worker threads. */
 struct vf_fs {
 	struct vhdx_image *img;
-	int fd;		       /* the image file; holds the OFD lock */
-	const char *image;     /* IMAGE as given, for messages */
-	char *mountpoint;      /* absolute path of MOUNTPOINT */
-	char *filename;	       /* name of the disk file in directory mode */
-	int root_is_dir;       /* MOUNTPOINT is a directory */
-	int ro;		       /* refuse every modification */
-	uint64_t size;	       /* virtual disk size in bytes */
-	uint64_t alloc_bytes;  /* bytes backed by payload blocks */
-	uint32_t blksize;      /* st_blksize of the disk file */
-	struct timespec mtime; /* the image file's mtime */
+	int fd;		   /* the image file; holds the OFD lock */
+	const char *image; /* IMAGE as given, for messages */
+	char *mountpoint;  /* absolute path of MOUNTPOINT */
+	char *filename;	   /* name of the disk file in directory mode */
+	int root_is_dir;   /* MOUNTPOINT is a directory */
+	int ro;		   /* refuse every modification */
+	int wbc;	   /* use the kernel's writeback cache (rw only) */
+	struct fuse_session *se; /* for notifications */
+	uint64_t wb_bytes;	 /* streaming bytes written, see vf_write */
+	struct vf_wb *wb;	 /* the write-behind thread, if running */
+	uint64_t size;		 /* virtual disk size in bytes */
+	uint64_t alloc_bytes;	 /* bytes backed by payload blocks */
+	uint32_t blksize;	 /* st_blksize of the disk file */
+	struct timespec mtime;	 /* the image file's mtime */
 	uid_t uid;
 	gid_t gid;
 	mode_t file_mode; /* permission bits of the disk file */
@@ -105,6 +110,21 @@ int vf_log_vhdx_errors(void);
 
 /* main.c: bytes of the disk backed by payload blocks, for st_blocks. */
 uint64_t vf_alloc_bytes(const struct vhdx_info *info);
+
+/*
+ * main.c: have the watcher thread set the kernel's idea of the disk size
+ * back to the real one (async-signal-safe; see vf_write).
+ */
+void vf_request_size_fix(void);
+
+/*
+ * writeback.c: a thread that starts the host's writeback of the image file
+ * when asked (sync_file_range), so the disk works during streaming writes.
+ */
+struct vf_wb;
+int vf_wb_start(struct vf_fs *fs);
+void vf_wb_kick(struct vf_fs *fs);
+void vf_wb_stop(struct vf_fs *fs);
 
 /* fuse_ops.c */
 
