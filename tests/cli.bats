@@ -1043,3 +1043,31 @@ EOF
 	wait_exited "${pids[0]}" 10
 	assert_not_mounted "$MNT"
 }
+
+@test "a 64 TiB image (16 MiB BAT) mounts read-only with its BAT read on demand, and read-write" {
+	require_fuse
+	local size=$((64 << 40))
+	"$TOP_BUILDDIR/vhdxtool" create -q --block-size 32M -s 64T "$T/huge.vhdx"
+	touch "$T/disk"
+	vf_mount "$T/huge.vhdx" "$T/disk" -o ro
+	[ "$(stat -c %s "$T/disk")" = "$size" ]
+	cmp <(dd if="$T/disk" bs=1M count=1 status=none) <(head -c 1M /dev/zero)
+	cmp <(dd if="$T/disk" bs=1M skip=$(((size >> 20) - 1)) status=none) \
+		<(head -c 1M /dev/zero)
+	# the daemon did not keep the whole 16 MiB BAT
+	local hwm
+	hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$VF_PID/status")
+	echo "# vhdxfuse VmHWM with the BAT read on demand: $hwm kB" >&3
+	[ "$hwm" -lt 12000 ]
+	vf_umount "$T/disk"
+	vf_mount "$T/huge.vhdx" "$T/disk"
+	head -c 4096 /dev/urandom >"$T/last"
+	dd if="$T/last" of="$T/disk" bs=4096 seek=$(((size >> 12) - 1)) \
+		conv=notrunc,fsync status=none
+	vf_umount "$T/disk"
+	vf_mount "$T/huge.vhdx" "$T/disk" -o ro
+	cmp <(dd if="$T/disk" bs=4096 skip=$(((size >> 12) - 1)) status=none) "$T/last"
+	vf_umount "$T/disk"
+	run qemu-img check "$T/huge.vhdx"
+	assert_success
+}

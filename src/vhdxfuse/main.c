@@ -201,6 +201,11 @@ uint64_t vf_alloc_bytes(const struct vhdx_info *info)
 	uint64_t present = info->state_count[VHDX_BLOCK_FULLY_PRESENT] +
 			   info->state_count[VHDX_BLOCK_PARTIALLY_PRESENT];
 
+	/* a BAT read on demand has not been counted: the file's size */
+	if (!info->state_count_known)
+		return info->file_size < info->virtual_size
+			   ? info->file_size
+			   : info->virtual_size;
 	if (info->block_size && present > UINT64_MAX / info->block_size)
 		return info->virtual_size;
 	if (present * info->block_size > info->virtual_size)
