@@ -644,3 +644,46 @@ EOF
 		oracle "$T/s.vhdx" "$T/ref.raw"
 	done
 }
+
+# allocated_bytes of IMG according to vhdxtool info --json
+allocated_bytes() {
+	"$VHDXTOOL" info --json "$1" |
+		python3 -c 'import json, sys; print(json.load(sys.stdin)["allocated_bytes"])'
+}
+
+@test "zeros written into blocks that read as zeros allocate nothing; into data or a parent's blocks they count" {
+	"$VHDXTOOL" create -q --block-size 1M -s 16M "$T/z.vhdx"
+	head -c 16M /dev/zero >"$T/ref.raw"
+	vf_mount "$T/z.vhdx" "$MNT"
+	# 4 MiB of zeros over blocks 0-3, one byte of data in block 8
+	dd if=/dev/zero of="$MNT/z.raw" bs=1M count=4 conv=notrunc,fsync status=none
+	printf x | dd of="$MNT/z.raw" bs=1 seek=$((8 * MiB + 5)) conv=notrunc,fsync status=none
+	printf x | dd of="$T/ref.raw" bs=1 seek=$((8 * MiB + 5)) conv=notrunc status=none
+	# zeros over that data: block 8 is present, so they are written
+	dd if=/dev/zero of="$MNT/z.raw" bs=512 count=1 seek=$((8 * 2048)) \
+		conv=notrunc,fsync status=none
+	dd if=/dev/zero of="$T/ref.raw" bs=512 count=1 seek=$((8 * 2048)) \
+		conv=notrunc status=none
+	cmp "$MNT/z.raw" "$T/ref.raw"
+	vf_umount "$MNT"
+	[ "$(allocated_bytes "$T/z.vhdx")" = $((1 * MiB)) ]
+	oracle "$T/z.vhdx" "$T/ref.raw"
+
+	# a differencing child: zeros over the parent's data must hide it
+	qemu-img create -q -f vhdx -o block_size=1M "$T/base.vhdx" 16M
+	qemu-io -f vhdx -c "write -P 0x5a 0 16M" "$T/base.vhdx" >/dev/null
+	"$VHDXTOOL" create -q -t differencing --parent "$T/base.vhdx" "$T/child.vhdx"
+	vf_mount "$T/child.vhdx" "$MNT"
+	dd if=/dev/zero of="$MNT/child.raw" bs=1M count=2 seek=3 conv=notrunc,fsync status=none
+	vf_umount "$MNT"
+	[ "$(allocated_bytes "$T/child.vhdx")" = $((2 * MiB)) ]
+	head -c 16M /dev/zero | tr '\0' '\132' >"$T/cref.raw"
+	dd if=/dev/zero of="$T/cref.raw" bs=1M count=2 seek=3 conv=notrunc status=none
+	# qemu-img cannot open differencing VHDX: our read-only mount, checked
+	# by vhdxtool
+	run "$VHDXTOOL" check -q "$T/child.vhdx"
+	assert_success
+	vf_mount "$T/child.vhdx" "$MNT" -o ro
+	cmp "$MNT/child.raw" "$T/cref.raw"
+	vf_umount "$MNT"
+}

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -54,10 +55,27 @@ static void mark_dirty(struct vhdx_image *img, uint64_t idx)
 
 static bool all_zero(const uint8_t *p, size_t n)
 {
-	for (size_t i = 0; i < n; i++)
-		if (p[i])
-			return false;
-	return true;
+	return !n || (!p[0] && !memcmp(p, p + 1, n - 1));
+}
+
+/*
+ * Reads of a block with entry e return zeros without touching the file:
+ * zeros written there change nothing, so they allocate nothing either
+ * (mkfs zeroing inode tables and journals, dd of a sparse image).
+ */
+static bool reads_as_zero(const struct vhdx_image *img, uint64_t e)
+{
+	switch (e & VHDX_BAT_STATE_MASK) {
+	case VHDX_BLOCK_NOT_PRESENT:
+		return !img->parent;
+	case VHDX_BLOCK_UNDEFINED:
+	case VHDX_BLOCK_ZERO:
+	case VHDX_BLOCK_UNMAPPED:
+	case VHDX_BLOCK_UNMAPPED_V095:
+		return true;
+	default:
+		return false;
+	}
 }
 
 /*
@@ -152,6 +170,8 @@ static int write_in_block(struct vhdx_image *img, const uint8_t *buf,
 	e = img->bat[idx];
 	pthread_rwlock_unlock(&img->lock);
 	if ((e & VHDX_BAT_STATE_MASK) != VHDX_BLOCK_FULLY_PRESENT) {
+		if (reads_as_zero(img, e) && all_zero(buf, len))
+			return 0;
 		pthread_mutex_lock(&img->meta_lock);
 		ret = img->broken ? -EROFS : alloc_block(img, pb, &e);
 		pthread_mutex_unlock(&img->meta_lock);
