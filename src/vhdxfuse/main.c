@@ -289,6 +289,10 @@ static int vf_loop(struct fuse_session *se, const struct vf_options *opts)
 
 static int vf_watch_fd[2] = {-1, -1};
 
+/* The signals that unmount, with vf_on_signal() as their handler. */
+static const int vf_stop_signals[] = {SIGTERM, SIGINT, SIGHUP};
+#define VF_N_STOP_SIGNALS (sizeof(vf_stop_signals) / sizeof(vf_stop_signals[0]))
+
 static void vf_on_signal(int sig)
 {
 	unsigned char c = (unsigned char)sig;
@@ -302,7 +306,6 @@ static void vf_on_signal(int sig)
 
 static int vf_set_signal_handlers(void)
 {
-	static const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
 	struct sigaction sa;
 
 	if (pipe2(vf_watch_fd, O_CLOEXEC | O_NONBLOCK))
@@ -314,21 +317,20 @@ static int vf_set_signal_handlers(void)
 	/* no SA_RESTART: the signal must interrupt the loop's waits */
 	sa.sa_handler = vf_on_signal;
 	sigemptyset(&sa.sa_mask);
-	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
-		if (sigaction(sigs[i], &sa, NULL))
+	for (size_t i = 0; i < VF_N_STOP_SIGNALS; i++)
+		if (sigaction(vf_stop_signals[i], &sa, NULL))
 			return -1;
 	return 0;
 }
 
 static void vf_remove_signal_handlers(void)
 {
-	static const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
 	struct sigaction sa;
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = SIG_DFL;
-	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
-		sigaction(sigs[i], &sa, NULL);
+	for (size_t i = 0; i < VF_N_STOP_SIGNALS; i++)
+		sigaction(vf_stop_signals[i], &sa, NULL);
 	for (int i = 0; i < 2; i++) {
 		if (vf_watch_fd[i] >= 0)
 			close(vf_watch_fd[i]);
