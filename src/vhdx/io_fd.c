@@ -96,6 +96,21 @@ static int fd_allocate(void *opaque, uint64_t off, uint64_t len)
 	return errno == EOPNOTSUPP ? 0 : -errno;
 }
 
+static int fd_zero(void *opaque, uint64_t off, uint64_t len, int unmap)
+{
+	int mode = FALLOC_FL_KEEP_SIZE |
+		   (unmap ? FALLOC_FL_PUNCH_HOLE : FALLOC_FL_ZERO_RANGE);
+
+	if (off > VHDX_MAX_OFF || len > VHDX_MAX_OFF - off)
+		return -EINVAL;
+	if (fallocate(*(int *)opaque, mode, (off_t)off, (off_t)len) == 0)
+		return 0;
+	/* not this mode here (tmpfs has no ZERO_RANGE, NFS neither) */
+	if (errno == EOPNOTSUPP || errno == ENOSYS || errno == EINVAL)
+		return -EOPNOTSUPP;
+	return -errno;
+}
+
 void vhdx_io_fd_init(struct vhdx_io *io, int *fdp)
 {
 	io->opaque = fdp;
@@ -105,6 +120,7 @@ void vhdx_io_fd_init(struct vhdx_io *io, int *fdp)
 	io->truncate = fd_truncate;
 	io->size = fd_size;
 	io->allocate = fd_allocate;
+	io->zero = fd_zero;
 }
 
 /* ---- the default way to open parent files ---- */

@@ -27,6 +27,13 @@ struct vhdx_io {
 	int (*size)(void *opaque, uint64_t *size);
 	/* optional (may be NULL): reserve space, reading as zeros */
 	int (*allocate)(void *opaque, uint64_t off, uint64_t len);
+	/*
+	 * optional (may be NULL): make [off, off + len) read as zeros without
+	 * changing the size; unmap != 0 may give the space back (a hole),
+	 * unmap == 0 keeps it allocated.  -EOPNOTSUPP: the library writes
+	 * zeros instead (or, for unmap, leaves the space as it is).
+	 */
+	int (*zero)(void *opaque, uint64_t off, uint64_t len, int unmap);
 };
 
 /* Backend on an open file descriptor (pread/pwrite/fdatasync/ftruncate). */
@@ -189,6 +196,28 @@ long vhdx_read(struct vhdx_image *img, void *buf, size_t len, uint64_t off);
  */
 long vhdx_write(struct vhdx_image *img, const void *buf, size_t len,
 		uint64_t off);
+
+/* Flags of vhdx_zero. */
+#define VHDX_ZERO_UNMAP 0x1u /* give the space back (discard, punch hole) */
+
+/*
+ * Make len bytes at off read as zeros (fmt §10.5).  A whole payload block
+ * of a dynamic or differencing image becomes ZERO, journaled with the next
+ * flush, when it has no data of its own in the file or VHDX_ZERO_UNMAP is
+ * given; with VHDX_ZERO_UNMAP its old space in the file then becomes a hole
+ * (the file keeps its size; the space is not reused).  A fully present
+ * block is otherwise zeroed in place and stays allocated, as are parts of
+ * blocks (with VHDX_ZERO_UNMAP as holes) and every block of a fixed image
+ * (never holes: a fixed image keeps its space).  Parts of blocks that are
+ * not present in a differencing image are written with zeros, which
+ * allocates them.  Blocks that already read as zeros are left alone.
+ *
+ * The range is clipped at the end of the disk.  Returns 0 or a negative
+ * errno (-EROFS on a read-only image, -EINVAL for unknown flags).
+ * Thread safety and durability as vhdx_write.
+ */
+int vhdx_zero(struct vhdx_image *img, uint64_t off, uint64_t len,
+	      unsigned int flags);
 
 /* Make everything written so far durable (data, BAT, log).  0 or -errno. */
 int vhdx_flush(struct vhdx_image *img);

@@ -215,6 +215,158 @@ long vhdx_write(struct vhdx_image *img, const void *buf, size_t len,
 	return (long)done;
 }
 
+/* ---- zeroing and discard (fmt §10.5) ---- */
+
+static const uint8_t zeros[64 * 1024];
+
+/* Zero [foff, foff + len) of the file in place (never past its end). */
+static int zero_file(struct vhdx_image *img, uint64_t foff, uint64_t len,
+		     bool unmap)
+{
+	int ret;
+
+	if (foff >= img->file_size)
+		return 0; /* a short last block: reads as zeros already */
+	if (len > img->file_size - foff)
+		len = img->file_size - foff;
+	if (img->io.zero) {
+		ret = img->io.zero(img->io.opaque, foff, len, unmap);
+		if (ret != -EOPNOTSUPP)
+			return ret;
+	}
+	while (len) {
+		size_t n = len < sizeof(zeros) ? (size_t)len : sizeof(zeros);
+
+		ret = img->io.pwrite(img->io.opaque, zeros, n, foff);
+		if (ret < 0)
+			return ret;
+		foff += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/*
+ * A whole block without data of its own, or to be unmapped: make it ZERO.
+ * Returns 1 if a fully present block is to be zeroed in place instead.
+ */
+static int zero_whole_block(struct vhdx_image *img, uint64_t pb,
+			    unsigned int flags)
+{
+	uint64_t idx = vhdx_bat_payload_index(&img->g, pb);
+	uint64_t e, space = 0;
+	unsigned int state;
+	int ret = 0;
+
+	pthread_mutex_lock(&img->meta_lock);
+	e = img->bat[idx]; /* changes only under meta_lock */
+	state = e & VHDX_BAT_STATE_MASK;
+	if (img->broken) {
+		ret = -EROFS;
+	} else if (reads_as_zero(img, e)) {
+		ret = 0;
+	} else if (state == VHDX_BLOCK_FULLY_PRESENT &&
+		   !(flags & VHDX_ZERO_UNMAP)) {
+		ret = 1;
+	} else {
+		if (state == VHDX_BLOCK_FULLY_PRESENT ||
+		    state == VHDX_BLOCK_PARTIALLY_PRESENT)
+			space = e & VHDX_BAT_OFFSET_MASK;
+		pthread_rwlock_wrlock(&img->lock);
+		img->state_count[state]--;
+		img->state_count[VHDX_BLOCK_ZERO]++;
+		img->bat[idx] = VHDX_BLOCK_ZERO;
+		pthread_rwlock_unlock(&img->lock);
+		mark_dirty(img, idx);
+	}
+	pthread_mutex_unlock(&img->meta_lock);
+	/*
+	 * Nothing refers to the old space any more, and allocation never
+	 * reuses it: give it back.  Before the next flush journals ZERO, the
+	 * BAT on disk still points here, so a crash meanwhile reads zeros,
+	 * which is what the discard asked for.  Best effort: a file system
+	 * that cannot punch holes keeps the space.
+	 */
+	if (space && (flags & VHDX_ZERO_UNMAP) && img->io.zero &&
+	    img->io.zero(img->io.opaque, space, img->g.block_size, 1) < 0)
+		vhdx_debug(img,
+			   "discard: the space of block %llu stays "
+			   "allocated",
+			   (unsigned long long)pb);
+	return ret;
+}
+
+/* Zero part or all of one payload block. */
+static int zero_in_block(struct vhdx_image *img, uint64_t off, uint64_t len,
+			 unsigned int flags)
+{
+	uint64_t bs = img->g.block_size;
+	uint64_t pb = off / bs;
+	uint64_t in = off % bs;
+	uint64_t in_disk = img->g.virtual_size - pb * bs;
+	bool fixed = img->fp_flags & VHDX_FP_LEAVE_BLOCKS_ALLOCATED;
+	bool unmap = (flags & VHDX_ZERO_UNMAP) && !fixed;
+	uint64_t e;
+	int ret;
+
+	if (in_disk > bs)
+		in_disk = bs;
+	if (in == 0 && len == in_disk && !fixed) {
+		ret = zero_whole_block(img, pb, unmap ? VHDX_ZERO_UNMAP : 0);
+		if (ret <= 0)
+			return ret;
+	}
+	pthread_rwlock_rdlock(&img->lock);
+	e = img->bat[vhdx_bat_payload_index(&img->g, pb)];
+	pthread_rwlock_unlock(&img->lock);
+	if (reads_as_zero(img, e))
+		return 0;
+	if ((e & VHDX_BAT_STATE_MASK) == VHDX_BLOCK_FULLY_PRESENT)
+		return zero_file(img, (e & VHDX_BAT_OFFSET_MASK) + in, len,
+				 unmap);
+	/* not present here: the parent shows through; write zeros over it */
+	for (uint64_t done = 0; done < len;) {
+		size_t n = len - done < sizeof(zeros) ? (size_t)(len - done)
+						      : sizeof(zeros);
+
+		ret = write_in_block(img, zeros, n, off + done);
+		if (ret < 0)
+			return ret;
+		done += n;
+	}
+	return 0;
+}
+
+int vhdx_zero(struct vhdx_image *img, uint64_t off, uint64_t len,
+	      unsigned int flags)
+{
+	uint64_t vsize = img->g.virtual_size;
+	int ret;
+
+	if (flags & ~VHDX_ZERO_UNMAP)
+		return -EINVAL;
+	if (img->read_only)
+		return -EROFS;
+	if (off >= vsize || !len)
+		return 0;
+	if (len > vsize - off)
+		len = vsize - off;
+	ret = ensure_session(img);
+	if (ret < 0)
+		return ret;
+	for (uint64_t done = 0; done < len;) {
+		uint64_t o = off + done;
+		uint64_t left = img->g.block_size - o % img->g.block_size;
+		uint64_t n = len - done < left ? len - done : left;
+
+		ret = zero_in_block(img, o, n, flags);
+		if (ret < 0)
+			return ret;
+		done += n;
+	}
+	return 0;
+}
+
 /* Flush data, then journal the dirty BAT sectors.  meta_lock held. */
 static int flush_locked(struct vhdx_image *img)
 {

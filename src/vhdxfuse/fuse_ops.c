@@ -7,6 +7,8 @@
  * knows the VHDX format: reads and writes go through vhdx_read() and
  * vhdx_write(), which are safe to call from every worker thread at once.
  *
+ * fallocate(2) punches holes and zeroes ranges through vhdx_zero().
+ *
  * Durability: fsync, fdatasync, flush (every close) and release call
  * vhdx_flush(), which makes the data and the BAT durable; unmount closes the
  * image, which also marks its log empty.
@@ -426,6 +428,37 @@ static void vf_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 }
 
 /*
+ * fallocate(2): FALLOC_FL_PUNCH_HOLE (discard: fstrim through a loop device,
+ * blkdiscard) and FALLOC_FL_ZERO_RANGE (write zeroes: mkfs) make the range
+ * read as zeros; whole blocks give their space back (fmt §10.5).  Both only
+ * with FALLOC_FL_KEEP_SIZE, or inside the disk: the size cannot change.
+ * Preallocation (mode 0) is refused: blocks are allocated by writes.
+ */
+static void vf_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
+			 off_t len, struct fuse_file_info *fi)
+{
+	struct vf_fs *fs = vf_fs_of(req);
+	int op = mode & ~FALLOC_FL_KEEP_SIZE;
+	int ret = vf_check_writable(fs);
+
+	if (!ret && !vf_is_file(fs, ino))
+		ret = -EISDIR;
+	else if (!ret && op != FALLOC_FL_PUNCH_HOLE &&
+		 op != FALLOC_FL_ZERO_RANGE)
+		ret = -EOPNOTSUPP;
+	else if (!ret && (off < 0 || len <= 0))
+		ret = -EINVAL;
+	else if (!ret && !(mode & FALLOC_FL_KEEP_SIZE) &&
+		 (uint64_t)off + (uint64_t)len > fs->size)
+		ret = -ENOSPC; /* would grow the disk */
+	if (!ret)
+		ret =
+		    vhdx_zero(fs->img, (uint64_t)off, (uint64_t)len,
+			      op == FALLOC_FL_PUNCH_HOLE ? VHDX_ZERO_UNMAP : 0);
+	fuse_reply_err(req, -ret);
+}
+
+/*
  * Truncation to 0 without a file handle: open(O_TRUNC) when the kernel does
  * not send O_TRUNC with open (writeback cache), ignored like there.  The
  * reply carries the real size, which the kernel then keeps.  A truncate(2)
@@ -542,6 +575,7 @@ const struct fuse_lowlevel_ops vf_ops = {
     .flush = vf_flush,
     .release = vf_release,
     .fsync = vf_fsync,
+    .fallocate = vf_fallocate,
     .opendir = vf_opendir,
     .readdir = vf_readdir,
     .releasedir = vf_releasedir,
