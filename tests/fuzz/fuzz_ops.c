@@ -4,7 +4,8 @@
  * simulated crashes, checked against a plain in-memory model of the disk.
  *
  * Input: byte 0 picks the geometry; then 8-byte operations:
- *   op u8 (mod 6), offset u24 (scaled to the disk), length u16, fill u8, pad.
+ *   op u8 (mod 6), offset u24 (scaled to the disk), length u16, fill u8,
+ *   flags u8 (writes: bit 0 makes it a vhdx_zero, bit 1 with unmap).
  * Model: cur[] is what the disk must read now; dur[] what it held at the
  * last flush.  After a crash (the file as it stands, opened afresh) every
  * byte must read as either its cur or its dur value.
@@ -78,6 +79,13 @@ static void do_op(struct state *s, const uint8_t *p)
 	switch (p[0] % 6) {
 	case 0: /* write */
 	case 1:
+		if (p[7] & 1) { /* zero (discard) */
+			if (vhdx_zero(s->img, off, len,
+				      p[7] & 2 ? VHDX_ZERO_UNMAP : 0) != 0)
+				abort();
+			memset(s->cur + off, 0, len);
+			break;
+		}
 		memset(s->buf, p[6], len);
 		if (vhdx_write(s->img, s->buf, len, off) != (long)len)
 			abort();
