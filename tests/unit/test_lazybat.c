@@ -26,6 +26,7 @@
 
 #include "imgbuild.h"
 #include "mem_io.h"
+#include "msgsink.h"
 #include "unit.h"
 #include "vhdx.h"
 #include "vhdx_inspect.h"
@@ -40,57 +41,13 @@
 #define WIN	8192u	  /* bytes read at each place of a block */
 #define THREADS 8
 
-/* ---- message sink ---- */
+/* ---- message sink: errors and warnings ---- */
 
-struct sink {
-	pthread_mutex_t lock;
-	char text[65536];
-	size_t len;
-	unsigned int n_err, n_warn;
-};
-
-static struct sink sink = {.lock = PTHREAD_MUTEX_INITIALIZER};
-
-static void sink_cb(void *opaque, enum vhdx_msg_level level, const char *msg)
-{
-	struct sink *s = opaque;
-	size_t n = strlen(msg);
-
-	pthread_mutex_lock(&s->lock);
-	if (level <= VHDX_MSG_ERR)
-		s->n_err++;
-	else if (level == VHDX_MSG_WARNING)
-		s->n_warn++;
-	if (level <= VHDX_MSG_WARNING && s->len + n + 4 < sizeof(s->text)) {
-		s->text[s->len++] = level <= VHDX_MSG_ERR ? 'E' : 'W';
-		s->text[s->len++] = ':';
-		s->text[s->len++] = ' ';
-		memcpy(s->text + s->len, msg, n);
-		s->len += n;
-		s->text[s->len++] = '\n';
-		s->text[s->len] = '\0';
-	}
-	pthread_mutex_unlock(&s->lock);
-}
-
-static void sink_reset(void)
-{
-	pthread_mutex_lock(&sink.lock);
-	sink.len = 0;
-	sink.text[0] = '\0';
-	sink.n_err = sink.n_warn = 0;
-	pthread_mutex_unlock(&sink.lock);
-}
+static struct msgsink sink = MSGSINK_INIT(VHDX_MSG_WARNING);
 
 static bool sink_has(const char *needle)
 {
-	return strstr(sink.text, needle) != NULL;
-}
-
-static void sink_dump(void)
-{
-	if (sink.len)
-		unit_note("messages:\n%s", sink.text);
+	return msgsink_has(&sink, 0, needle);
 }
 
 /* ---- opening ---- */
@@ -127,7 +84,7 @@ static int open_m(struct mem_io *m, uint64_t eager_max, unsigned int flags,
 {
 	struct vhdx_open_opts o = {
 	    .flags = VHDX_OPEN_RDONLY | flags,
-	    .msg = sink_cb,
+	    .msg = msgsink_cb,
 	    .msg_opaque = &sink,
 	    .path = "/lazybat/child.vhdx",
 	    .parent_path = "/lazybat/parent.vhdx",
@@ -136,7 +93,7 @@ static int open_m(struct mem_io *m, uint64_t eager_max, unsigned int flags,
 	};
 	struct vhdx_io io;
 
-	sink_reset();
+	msgsink_reset(&sink);
 	mem_io_ops(&io, m);
 	mem_io_reset_counts(m);
 	return vhdx_open(img, &io, &o);
@@ -572,7 +529,7 @@ dump:
 	if (!ok) {
 		unit_note("case \"%s\" (entry %llu)", cr->name,
 			  (unsigned long long)idx);
-		sink_dump();
+		msgsink_dump(&sink);
 	}
 out:
 	ib_free(&im);
@@ -799,7 +756,7 @@ static void child_expect(const void *model, uint64_t v, uint8_t *buf,
 static int open_child_rw(struct mem_io *m, struct vhdx_image **img)
 {
 	struct vhdx_open_opts o = {
-	    .msg = sink_cb,
+	    .msg = msgsink_cb,
 	    .msg_opaque = &sink,
 	    .path = "/lazybat/child.vhdx",
 	    .parent_path = "/lazybat/parent.vhdx",
@@ -807,7 +764,7 @@ static int open_child_rw(struct mem_io *m, struct vhdx_image **img)
 	};
 	struct vhdx_io io;
 
-	sink_reset();
+	msgsink_reset(&sink);
 	mem_io_ops(&io, m);
 	return vhdx_open(img, &io, &o);
 }
@@ -924,7 +881,7 @@ TEST(differencing_same_as_eager)
 		goto out;
 	mem_io_watch(parent.m, parent.bat_offset, parent.bat_length);
 	if (!CHECK_EQ_INT(open_m(child, EAGER, 0, &eager), 0)) {
-		sink_dump();
+		msgsink_dump(&sink);
 		goto out;
 	}
 	CHECK_EQ_U64(counts(parent.m).watch_bytes, parent.bat_entries * 8);
@@ -1030,7 +987,7 @@ TEST(huge_library)
 	    .block_size = HUGE_BLOCK,
 	};
 	struct mem_io *m = mem_io_new();
-	struct vhdx_open_opts o = {.msg = sink_cb, .msg_opaque = &sink};
+	struct vhdx_open_opts o = {.msg = msgsink_cb, .msg_opaque = &sink};
 	struct vhdx_image *img;
 	struct vhdx_description *d;
 	struct vhdx_info info;
@@ -1143,7 +1100,7 @@ static int run_tool(const char *tool, const char *image)
 static void open_file(const char *path, unsigned int flags, const char *what)
 {
 	struct vhdx_open_opts o = {.flags = VHDX_OPEN_RDONLY | flags,
-				   .msg = sink_cb,
+				   .msg = msgsink_cb,
 				   .msg_opaque = &sink};
 	struct counted_io c = {0};
 	struct vhdx_image *img;
@@ -1161,7 +1118,7 @@ static void open_file(const char *path, unsigned int flags, const char *what)
 	io.opaque = &c;
 	io.pread = counted_pread;
 	io.size = counted_size;
-	sink_reset();
+	msgsink_reset(&sink);
 	rss0 = rss_kib();
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	if (CHECK_EQ_INT(vhdx_open(&img, &io, &o), 0)) {

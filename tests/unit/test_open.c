@@ -13,6 +13,7 @@
 
 #include "imgbuild.h"
 #include "mem_io.h"
+#include "msgsink.h"
 #include "unit.h"
 #include "vhdx.h"
 
@@ -31,109 +32,17 @@
 
 /* ---- message sink ---- */
 
-struct sink {
-	pthread_mutex_t lock;
-	char text[32768];
-	size_t len;
-	unsigned int n_err, n_warn;
-};
-
-static struct sink sink = {.lock = PTHREAD_MUTEX_INITIALIZER};
-
-static void sink_cb(void *opaque, enum vhdx_msg_level level, const char *msg)
-{
-	struct sink *s = opaque;
-	char tag = level <= VHDX_MSG_ERR       ? 'E'
-		   : level == VHDX_MSG_WARNING ? 'W'
-		   : level == VHDX_MSG_DEBUG   ? 'D'
-					       : 'I';
-	size_t n = strlen(msg);
-
-	pthread_mutex_lock(&s->lock);
-	if (level <= VHDX_MSG_ERR)
-		s->n_err++;
-	else if (level == VHDX_MSG_WARNING)
-		s->n_warn++;
-	if (s->len + n + 4 < sizeof(s->text)) {
-		s->text[s->len++] = tag;
-		s->text[s->len++] = ':';
-		s->text[s->len++] = ' ';
-		memcpy(s->text + s->len, msg, n);
-		s->len += n;
-		s->text[s->len++] = '\n';
-		s->text[s->len] = '\0';
-	}
-	pthread_mutex_unlock(&s->lock);
-}
-
-static void sink_reset(void)
-{
-	pthread_mutex_lock(&sink.lock);
-	sink.len = 0;
-	sink.text[0] = '\0';
-	sink.n_err = sink.n_warn = 0;
-	pthread_mutex_unlock(&sink.lock);
-}
-
-static int lower(int c)
-{
-	return c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c;
-}
-
-/* Case-insensitive: is needle in [s, s + len)? */
-static bool contains(const char *s, size_t len, const char *needle)
-{
-	size_t n = strlen(needle), i, k;
-
-	for (i = 0; i + n <= len; i++) {
-		for (k = 0; k < n; k++) {
-			if (lower(s[i + k]) != lower(needle[k]))
-				break;
-		}
-		if (k == n)
-			return true;
-	}
-	return false;
-}
-
-/* Does a message of the given tag ('E', 'W') contain needle? */
-static bool sink_has(char tag, const char *needle)
-{
-	const char *p = sink.text, *end = sink.text + sink.len;
-
-	while (p < end) {
-		const char *nl = memchr(p, '\n', (size_t)(end - p));
-		size_t len = nl ? (size_t)(nl - p) : (size_t)(end - p);
-
-		if (p[0] == tag && contains(p, len, needle))
-			return true;
-		p += len + 1;
-	}
-	return false;
-}
-
-static void sink_dump(void)
-{
-	const char *p = sink.text, *end = sink.text + sink.len;
-
-	while (p < end) {
-		const char *nl = memchr(p, '\n', (size_t)(end - p));
-		size_t len = nl ? (size_t)(nl - p) : (size_t)(end - p);
-
-		unit_note("  msg %.*s", (int)len, p);
-		p += len + 1;
-	}
-}
+static struct msgsink sink = MSGSINK_INIT(VHDX_MSG_DEBUG);
 
 /* ---- opening ---- */
 
 static int try_open(struct ib_image *im, struct vhdx_image **img)
 {
 	struct vhdx_open_opts o = {
-	    .flags = VHDX_OPEN_RDONLY, .msg = sink_cb, .msg_opaque = &sink};
+	    .flags = VHDX_OPEN_RDONLY, .msg = msgsink_cb, .msg_opaque = &sink};
 	struct vhdx_io io;
 
-	sink_reset();
+	msgsink_reset(&sink);
 	mem_io_ops(&io, im->m);
 	mem_io_reset_counts(im->m);
 	*img = (struct vhdx_image *)&io; /* must be overwritten */
@@ -171,16 +80,16 @@ static int expect_refused(const char *name, struct ib_image *im,
 	ok &= CHECK(rc > -4096);
 	ok &= CHECK(img == NULL);
 	ok &= CHECK(sink.n_err > 0);
-	ok &= CHECK(sink_has('E', needle));
+	ok &= CHECK(msgsink_has(&sink, 'E', needle));
 	if (needle2)
-		ok &= CHECK(sink_has('E', needle2));
+		ok &= CHECK(msgsink_has(&sink, 'E', needle2));
 	ok &= untouched(im, digest);
 	if (!ok) {
 		unit_note(
 		    "case \"%s\": rc %d, wanted an error naming \"%s\"%s%s",
 		    name, rc, needle, needle2 ? " and " : "",
 		    needle2 ? needle2 : "");
-		sink_dump();
+		msgsink_dump(&sink);
 	}
 	if (rc == 0 && img)
 		vhdx_close(img);
@@ -200,7 +109,7 @@ static bool expect_opens(const char *name, struct ib_image *im,
 	ok &= CHECK_EQ_U64(sink.n_err, 0);
 	if (!ok) {
 		unit_note("case \"%s\": rc %d", name, rc);
-		sink_dump();
+		msgsink_dump(&sink);
 	}
 	if (rc != 0)
 		*img = NULL;
@@ -903,7 +812,7 @@ TEST(log_guid_set_log_empty)
 	digest = mem_io_digest(im.m);
 	if (expect_opens("empty log", &im, &img)) {
 		CHECK(sink.n_warn > 0);
-		CHECK(sink_has('W', "log"));
+		CHECK(msgsink_has(&sink, 'W', "log"));
 		verify_all(img, &im);
 		vhdx_get_info(img, &info);
 		CHECK_EQ_INT(info.log_replayed, 0);
@@ -933,7 +842,7 @@ TEST(log_other_guid_ignored)
 	ib_log_fix_crc(&im, 0);
 	ib_set_state(&im, 3, 0);
 	if (expect_opens("other guid", &im, &img)) {
-		CHECK(sink_has('W', "log"));
+		CHECK(msgsink_has(&sink, 'W', "log"));
 		verify_all(img, &im);
 		vhdx_close(img);
 	}
@@ -1054,7 +963,7 @@ static void expect_torn_log(const char *name, struct ib_image *im)
 		return;
 	}
 	if (expect_opens(name, im, &img)) {
-		CHECK(sink_has('W', "log"));
+		CHECK(msgsink_has(&sink, 'W', "log"));
 		vhdx_close(img);
 	}
 }
