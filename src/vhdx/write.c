@@ -81,8 +81,10 @@ static bool reads_as_zero(const struct vhdx_image *img, uint64_t e)
 /*
  * Differencing images: before a block becomes FULLY_PRESENT, put into it
  * what readers see now through the parent.  A NOT_PRESENT block gets the
- * parent's data (zero runs stay sparse); a PARTIALLY_PRESENT block gets
- * the parent's data in the sectors whose bitmap bit is 0.  Only the BAT
+ * parent's data in new space, which reads as zeros (zero runs stay
+ * sparse); a PARTIALLY_PRESENT block gets the parent's data in the
+ * sectors whose bitmap bit is 0, zeros included: its own space there
+ * holds whatever it held (fmt §9), never shown until now.  Only the BAT
  * entry then changes, so the journal needs no sector bitmap updates.
  */
 static int copy_up(struct vhdx_image *img, uint64_t pb, uint64_t old_e,
@@ -110,7 +112,8 @@ static int copy_up(struct vhdx_image *img, uint64_t pb, uint64_t old_e,
 		ret = state == VHDX_BLOCK_PARTIALLY_PRESENT
 			  ? vhdx_read_partial(img, buf, n, first + o, old_e)
 			  : vhdx_read_parent(img, buf, n, first + o);
-		if (ret == 0 && !all_zero(buf, n))
+		if (ret == 0 && (state == VHDX_BLOCK_PARTIALLY_PRESENT ||
+				 !all_zero(buf, n)))
 			ret = img->io.pwrite(img->io.opaque, buf, n, base + o);
 	}
 	free(buf);
