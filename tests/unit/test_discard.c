@@ -24,6 +24,7 @@
 #include "msgsink.h"
 #include "unit.h"
 #include "vhdx.h"
+#include "vhdx_inspect.h"
 
 #define MiB IB_MiB
 #define KiB 1024ull
@@ -125,15 +126,18 @@ static bool verify_data(struct vhdx_image *img, const struct model *md,
 	r = vhdx_read(img, got, md->vsize, 0);
 	ok = CHECK_EQ_INT(r, md->vsize);
 	if (ok && !CHECK_EQ_MEM(got, md->data, md->vsize)) {
-		uint64_t i = 0;
-
-		while (got[i] == md->data[i])
-			i++;
-		unit_note("%s: virtual 0x%llx (block %llu + 0x%llx) reads "
-			  "0x%02x, want 0x%02x",
-			  what, (unsigned long long)i,
-			  (unsigned long long)(i / BS),
-			  (unsigned long long)(i % BS), got[i], md->data[i]);
+		/* the first wrong byte of every block that has one */
+		for (uint64_t i = 0; i < md->vsize; i++) {
+			if (got[i] == md->data[i])
+				continue;
+			unit_note("%s: virtual 0x%llx (block %llu + 0x%llx) "
+				  "reads 0x%02x, want 0x%02x",
+				  what, (unsigned long long)i,
+				  (unsigned long long)(i / BS),
+				  (unsigned long long)(i % BS), got[i],
+				  md->data[i]);
+			i = i / BS * BS + BS - 1;
+		}
 		ok = false;
 	}
 	free(got);
@@ -697,6 +701,142 @@ out_free:
 	mem_io_free(m);
 }
 
+/*
+ * PARTIALLY_PRESENT blocks (fmt §9): the child's data where a sector's
+ * bitmap bit is 1, the parent's where it is 0.  The file space under the
+ * 0 bits holds stale bytes that no reader may ever see, also not after a
+ * range of the block was zeroed (or written), which makes the block
+ * FULLY_PRESENT in its own space.
+ */
+#define SECTORS	 (BS / 512)
+#define SB_INDEX 4096 /* CR = 2^23 * 512 / 1 MiB; chunk 0's bitmap entry */
+#define STALE	 0xEE
+
+/* Blocks 2 and 5 read as zeros: the parent has none there. */
+static bool reads_zeros(uint64_t pb)
+{
+	return pb == 2 || pb == 5;
+}
+
+/* Sector s of block pb is in the child (bit 1). */
+static bool in_child(uint64_t pb, uint64_t s)
+{
+	return reads_zeros(pb) ? s < 16 : (s / 3) % 2 == 0;
+}
+
+/*
+ * Give blocks 2 to 5 of the child m PARTIALLY_PRESENT data (blocks 2 and
+ * 5: zeros in their first 16 sectors, so with the parent's zeros they read
+ * as zeros; 3 and 4: the child pattern in every other three sectors) and
+ * put what a reader must see into the model.
+ */
+static bool make_partial(struct mem_io *m, struct model *md)
+{
+	struct vhdx_description *d;
+	struct vhdx_image *img;
+	uint64_t bat, end, pb;
+	uint8_t *bm = calloc(1, BS), *blk = malloc(BS);
+	bool ok = false;
+
+	if (!CHECK(bm && blk) || !open_m(m, VHDX_OPEN_RDONLY, &img))
+		goto out;
+	ok = CHECK_EQ_INT(vhdx_describe(img, &d), 0);
+	bat = ok ? d->bat_offset : 0;
+	if (ok)
+		vhdx_describe_free(d);
+	vhdx_close(img);
+	if (!ok)
+		goto out;
+	end = (mem_io_get_size(m) + MiB - 1) / MiB * MiB;
+	for (pb = 2; pb <= 5; pb++) {
+		uint64_t data = end + (pb - 1) * MiB;
+
+		for (uint64_t s = 0; s < SECTORS; s++) {
+			uint64_t bit = pb * SECTORS + s;
+			uint64_t v = pb * MiB + s * 512;
+
+			if (!in_child(pb, s)) {
+				memset(blk + s * 512, STALE, 512);
+				continue;
+			}
+			bm[bit / 8] |= (uint8_t)(1u << (bit % 8));
+			for (uint64_t i = 0; i < 512; i++) {
+				blk[s * 512 + i] = reads_zeros(pb)
+						       ? 0
+						       : pat(SEED_CHILD, v + i);
+				md->data[v + i] = blk[s * 512 + i];
+			}
+		}
+		mem_io_put(m, data, blk, BS);
+		mem_io_put_le64(m, bat + 8 * pb, data | 7);
+		md->state[pb] = VHDX_BLOCK_PARTIALLY_PRESENT;
+	}
+	mem_io_put(m, end, bm, BS);
+	mem_io_put_le64(m, bat + 8 * SB_INDEX, end | 6);
+	mem_io_set_size(m, end + 5 * MiB);
+out:
+	free(bm);
+	free(blk);
+	return ok;
+}
+
+TEST(differencing_partial)
+{
+	struct ib_params p = {.virtual_size = DIFF_SIZE,
+			      .block_size = BS,
+			      .logical_sector = 512,
+			      .seed = SEED_PARENT};
+	struct ib_image parent;
+	struct mem_io *m = mem_io_new();
+	struct model md = {0};
+	struct vhdx_image *img = NULL;
+	uint64_t digest;
+
+	if (!CHECK_EQ_INT(ib_init(&parent, &p), 0))
+		goto out_free;
+	for (uint64_t pb = 0; pb < parent.n; pb++)
+		ib_set_state(&parent, pb, reads_zeros(pb) ? NP : FP);
+	if (!CHECK_EQ_INT(ib_build(&parent), 0) ||
+	    !model_init(&md, DIFF_SIZE, NP))
+		goto out;
+	ib_expected(&parent, 0, md.data, DIFF_SIZE);
+	parent_file = parent.m;
+	digest = mem_io_digest(parent.m);
+	if (!create_m(m, VHDX_TYPE_DIFFERENCING, DIFF_SIZE, &parent) ||
+	    !make_partial(m, &md) || !open_m(m, 0, &img))
+		goto out;
+	verify(img, &md, "partially present blocks");
+
+	/* block 2 reads as zeros throughout: a range of it zeroed */
+	zero_ok(img, &md, 2 * MiB + 0x80000, 0x1000, 0);
+	md.state[2] = FP;
+	verify(img, &md, "in block 2 (all zeros)");
+	/* a range of block 3, across sectors of the child and the parent */
+	zero_ok(img, &md, 3 * MiB + 0x403, 0x2000, 0);
+	md.state[3] = FP;
+	/* block 4 whole, unmap */
+	zero_ok(img, &md, 4 * MiB, BS, VHDX_ZERO_UNMAP);
+	md.state[4] = ZB;
+	/* vhdx_write completes a block the same way */
+	write_pat(img, &md, 5 * MiB + 0x10000, 0x1000, SEED_B);
+	md.state[5] = FP;
+	verify(img, &md, "partially present blocks zeroed");
+
+	CHECK_EQ_INT(vhdx_close(img), 0);
+	img = NULL;
+	log_empty_m(m);
+	if (open_m(m, VHDX_OPEN_RDONLY, &img))
+		verify(img, &md, "partially present, reopened");
+	CHECK_EQ_U64(mem_io_digest(parent.m), digest);
+out:
+	vhdx_close(img);
+	parent_file = NULL;
+	ib_free(&parent);
+out_free:
+	model_free(&md);
+	mem_io_free(m);
+}
+
 /* ---- refusals and clipping ---- */
 
 TEST(refused_and_clipped)
@@ -1114,6 +1254,7 @@ int main(void)
 	RUN_TEST(write_after_zero);
 	RUN_TEST(fixed_zero);
 	RUN_TEST(differencing_zero);
+	RUN_TEST(differencing_partial);
 	RUN_TEST(refused_and_clipped);
 	RUN_TEST(zero_callback);
 	RUN_TEST(fd_backend);
