@@ -45,9 +45,10 @@ struct rec_io {
 	size_t n_ops, cap_ops;
 	long last_flush;
 	bool frozen;
-	unsigned long calls[3];
-	unsigned long fail_n[3];
-	int fail_err[3];
+	unsigned int zero_modes;
+	unsigned long calls[REC_KINDS];
+	unsigned long fail_n[REC_KINDS];
+	int fail_err[REC_KINDS];
 	bool fired;
 	struct rec_fault fault;
 };
@@ -62,6 +63,7 @@ struct rec_io *rec_io_new(struct mem_io *file)
 	r->file = file;
 	mem_io_ops(&r->inner, file);
 	r->last_flush = -1;
+	r->zero_modes = REC_ZERO_RANGE | REC_PUNCH_HOLE;
 	return r;
 }
 
@@ -175,6 +177,40 @@ static int rec_truncate(void *opaque, uint64_t size)
 	return ret;
 }
 
+static const uint8_t zeros[64 * 1024];
+
+/* fallocate(KEEP_SIZE | PUNCH_HOLE or ZERO_RANGE): nothing past the EOF. */
+static int rec_zero(void *opaque, uint64_t off, uint64_t len, int unmap)
+{
+	struct rec_io *r = opaque;
+	uint64_t size;
+	int ret;
+
+	if (!(r->zero_modes & (unmap ? REC_PUNCH_HOLE : REC_ZERO_RANGE)))
+		return -EOPNOTSUPP;
+	if (off > UINT64_MAX - len || len > SIZE_MAX)
+		return -EINVAL;
+	pthread_mutex_lock(&r->lock);
+	ret = gate(r, REC_ZERO, off, (size_t)len);
+	if (ret) {
+		pthread_mutex_unlock(&r->lock);
+		return ret < 0 ? ret : 0;
+	}
+	size = mem_io_get_size(r->file);
+	for (uint64_t o = off; o < off + len && o < size;) {
+		uint64_t end = off + len < size ? off + len : size;
+		size_t n =
+		    end - o < sizeof(zeros) ? (size_t)(end - o) : sizeof(zeros);
+
+		mem_io_put(r->file, o, zeros, n);
+		o += n;
+	}
+	record(r, REC_ZERO, off, (size_t)len, NULL);
+	r->ops[r->n_ops - 1].unmap = unmap != 0;
+	pthread_mutex_unlock(&r->lock);
+	return 0;
+}
+
 static int rec_size(void *opaque, uint64_t *size)
 {
 	struct rec_io *r = opaque;
@@ -192,6 +228,14 @@ void rec_io_ops(struct vhdx_io *io, struct rec_io *r)
 	io->truncate = rec_truncate;
 	io->size = rec_size;
 	io->allocate = NULL;
+	io->zero = rec_zero;
+}
+
+void rec_io_zero_modes(struct rec_io *r, unsigned int modes)
+{
+	pthread_mutex_lock(&r->lock);
+	r->zero_modes = modes;
+	pthread_mutex_unlock(&r->lock);
 }
 
 size_t rec_io_count(struct rec_io *r)
