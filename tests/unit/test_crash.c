@@ -4,8 +4,15 @@
  * A round creates an image in memory, opens it read-write on a recording
  * backend (rec_io) and runs a random workload of unaligned, block-crossing,
  * allocating and overwriting writes with vhdx_flush at random points, then
- * maybe a clean vhdx_close.  The record holds every pwrite, flush and
- * truncate the library issued, in order.
+ * maybe a clean vhdx_close.  About one step in eight is a vhdx_zero instead
+ * (with or without VHDX_ZERO_UNMAP): of whole blocks (written, allocated
+ * since the last flush, or never written), across block boundaries, or of
+ * parts of blocks, often followed by a write into the zeroed range, which
+ * allocates the block anew.  The record holds every pwrite, flush, truncate
+ * and zero (punch hole or zero range) the library issued, in order.  Rounds
+ * take turns at giving rec_io no zero callback (the library writes zeros in
+ * place and leaves the space of unmapped blocks), one that does both modes,
+ * or one that only punches holes (zero ranges are then written).
  *
  * Crash model.  Let F be the index of an io flush in the record (or -1, the
  * freshly created image).  Everything recorded before F is on disk.  The
@@ -13,7 +20,10 @@
  * crash state applies any subset of them, in any order between truncates
  * (which stay ordered), and a pwrite that covers more than one 4 KiB-aligned
  * sector of the file may be torn: only some of its sectors land.  A pwrite
- * past the end of file extends it, as it would on a real file system.
+ * past the end of file extends it, as it would on a real file system.  A
+ * zero is like a pwrite of zeros that does not extend the file (KEEP_SIZE:
+ * it is clipped at the end of file as the crash state has it when it is
+ * applied); it may be torn and reordered with the pwrites the same way.
  *
  * Expected contents.  Every write's data is a slice of a fixed random
  * pattern chosen by (virtual offset + a per-write shift), so the writer of
@@ -23,18 +33,23 @@
  * the last op applied.  Then each byte of the virtual disk must read as
  * written by the last of writes [0, D) covering it (zero if none), or as
  * written by any of the writes [D, P) covering it.  Several pending writes
- * to one byte are allowed: each adds its value to the set.
+ * to one byte are allowed: each adds its value to the set.  A vhdx_zero is
+ * modelled as a write whose data is all zeros, a writer of its own, so the
+ * same rules apply to it: once durable its bytes read as zeros unless a
+ * later durable write covers them; pending, they may read as zeros.
  *
  * Each crash state is opened read-only (the log is replayed in memory) and
  * the whole disk is read and checked; every tenth state is also opened
  * read-write (the log is replayed into the file), checked, given a new
- * write and flush, closed, and reopened read-only (the log must be empty
- * and everything, the new write included, must read back).  A few states
- * also go through qemu-img (replay, check and convert to raw), if present.
+ * write (or a vhdx_zero) and flush, closed, and reopened read-only (the
+ * log must be empty and everything, the new write included, must read
+ * back).  A few states also go through qemu-img (replay, check and convert
+ * to raw), if present.
  *
- * Two further tests inject one EIO or ENOSPC into every pwrite, flush and
- * truncate of a short workload in turn, and into every pwrite and flush of
- * a read-write open that replays a log.
+ * Two further tests inject one EIO or ENOSPC into every pwrite, flush,
+ * truncate and zero of a short workload (writes, some vhdx_zero calls and
+ * flushes) in turn, and into every pwrite and flush of a read-write open
+ * that replays a log (whose last entry holds a block made ZERO).
  *
  *   test_crash [--states N] [--seed N] [--jobs N] [--qemu N]
  *	      [--round R [--state S [--save FILE]]] [--verbose]
@@ -262,6 +277,7 @@ static const struct config configs[] = {
 struct wr {
 	uint64_t off, len; /* virtual disk range */
 	uint32_t shift;	   /* data: pat_at(off, shift) */
+	bool zero;	   /* a vhdx_zero: the data is all zeros, not pat */
 	bool failed;	   /* the call failed: its bytes may or may not show */
 	size_t rec_start;  /* recorded io ops before the call */
 };
@@ -331,6 +347,29 @@ static size_t model_write(struct model *m, uint64_t off, uint64_t len,
 	return id;
 }
 
+static size_t model_zero(struct model *m, uint64_t off, uint64_t len,
+			 size_t rec_start, bool failed)
+{
+	size_t id = model_write(m, off, len, 0, rec_start, failed);
+
+	m->w[id].zero = true;
+	return id;
+}
+
+/* The data of write w at [v, v + n) of the disk. */
+static void wr_copy(const struct wr *w, uint8_t *dst, uint64_t v, uint64_t n)
+{
+	if (w->zero)
+		memset(dst, 0, n);
+	else
+		memcpy(dst, pat_at(v, w->shift), n);
+}
+
+static uint8_t wr_byte(const struct wr *w, uint64_t v)
+{
+	return w->zero ? 0 : *pat_at(v, w->shift);
+}
+
 static void model_flush(struct model *m, long last_flush)
 {
 	if (m->nf == m->capf) {
@@ -388,17 +427,17 @@ static bool clip(const struct wr *w, uint64_t off, uint64_t n, uint64_t *a,
 
 static const uint8_t zero_chunk[CHUNK];
 
-/* No durable write touches chunk c: it must read as zeros. */
+/* No durable write of data touches chunk c: it must read as zeros. */
 static bool chunk_durably_zero(const struct expect *e, size_t c, uint64_t off,
 			       size_t n)
 {
 	const struct idlist *l = &e->m->chunk[c];
 	uint64_t a, b;
 
-	if (e->extra && clip(e->extra, off, n, &a, &b))
+	if (e->extra && !e->extra->zero && clip(e->extra, off, n, &a, &b))
 		return false;
 	for (size_t k = 0; k < l->n && l->v[k] < e->durable; k++)
-		if (!e->m->w[l->v[k]].failed)
+		if (!e->m->w[l->v[k]].failed && !e->m->w[l->v[k]].zero)
 			return false;
 	return true;
 }
@@ -415,10 +454,10 @@ static void expect_chunk(const struct expect *e, size_t c, uint64_t off,
 		const struct wr *w = &e->m->w[l->v[k]];
 
 		if (!w->failed && clip(w, off, n, &a, &b))
-			memcpy(ebuf + (a - off), pat_at(a, w->shift), b - a);
+			wr_copy(w, ebuf + (a - off), a, b - a);
 	}
 	if (e->extra && clip(e->extra, off, n, &a, &b))
-		memcpy(ebuf + (a - off), pat_at(a, e->extra->shift), b - a);
+		wr_copy(e->extra, ebuf + (a - off), a, b - a);
 }
 
 /* Writes of chunk c whose data may, but need not, show. */
@@ -443,7 +482,7 @@ static bool byte_allowed(const struct wr *const *cand, size_t n, uint64_t v,
 {
 	for (size_t k = 0; k < n; k++)
 		if (v >= cand[k]->off && v - cand[k]->off < cand[k]->len &&
-		    *pat_at(v, cand[k]->shift) == got)
+		    wr_byte(cand[k], v) == got)
 			return true;
 	return false;
 }
@@ -549,9 +588,22 @@ struct wl {
 	uint64_t n_blocks;
 	uint8_t *used; /* per payload block: written to */
 	uint64_t n_used;
+	uint64_t *fresh; /* blocks first written since the last flush */
+	size_t n_fresh;
+	uint64_t z_off, z_len; /* the range of the last vhdx_zero */
+	bool z_follow;	       /* the next write goes into it */
+	/* statistics of the vhdx_zero calls */
+	unsigned long zeros, zeros_unmap, zeros_whole;
+	unsigned long made_zero; /* blocks a vhdx_zero turned ZERO */
 	char *why;
 	size_t whylen;
 };
+
+static void wl_free(struct wl *w)
+{
+	free(w->used);
+	free(w->fresh);
+}
 
 static uint64_t len_small(struct rng *r)
 {
@@ -621,8 +673,100 @@ static void mark_used(struct wl *w, uint64_t off, uint64_t len)
 		if (!w->used[b]) {
 			w->used[b] = 1;
 			w->n_used++;
+			if (!w->fresh)
+				w->fresh =
+				    xmalloc(w->n_blocks * sizeof(*w->fresh));
+			w->fresh[w->n_fresh++] = b;
 		}
 	}
+}
+
+static uint64_t used_block(struct wl *w)
+{
+	uint64_t b = rng_below(w->rng, w->n_blocks);
+
+	while (!w->used[b])
+		b = (b + 1) % w->n_blocks;
+	return b;
+}
+
+/*
+ * Choose the range and flags of the next vhdx_zero: whole blocks (which
+ * become ZERO in dynamic images), ranges across block boundaries, parts of
+ * blocks.  Offsets are inside the disk; ranges may cross its end.
+ */
+static void pick_zero(struct wl *w, uint64_t *offp, uint64_t *lenp,
+		      unsigned int *flags)
+{
+	struct rng *r = w->rng;
+	uint64_t vs = w->m->vsize, bs = w->block_size, off, len, b;
+	unsigned int kind = (unsigned int)rng_below(r, 100);
+
+	*flags = rng_pct(r, 50) ? VHDX_ZERO_UNMAP : 0;
+	if (kind < 40) {
+		/* whole blocks: written ones, maybe several */
+		if (kind < 15 && w->n_fresh)
+			b = w->fresh[rng_below(r, w->n_fresh)];
+		else if (kind < 25 && w->m->nw)
+			b = w->m->w[w->m->nw - 1].off / bs; /* the newest */
+		else
+			b = w->n_used ? used_block(w)
+				      : rng_below(r, w->n_blocks);
+		off = b * bs;
+		len = (rng_pct(r, 80) ? 1 : 2 + rng_below(r, 2)) * bs;
+	} else if (kind < 50) {
+		/* a whole block never written */
+		b = w->n_used < w->n_blocks ? unused_block(w)
+					    : rng_below(r, w->n_blocks);
+		off = b * bs;
+		len = bs;
+	} else if (kind < 70 && w->n_blocks > 1) {
+		/* across block boundaries, sometimes over a whole block */
+		b = 1 + rng_below(r, w->n_blocks - 1);
+		off = b * bs - 1 - rng_below(r, bs / 2);
+		len = b * bs - off + 1 + rng_below(r, bs / 2) +
+		      (rng_pct(r, 40) ? bs : 0);
+	} else if (kind < 90 && w->m->nw) {
+		/* part of a block, over or next to an earlier write */
+		const struct wr *p = &w->m->w[rng_below(r, w->m->nw)];
+
+		off = p->off + rng_below(r, p->len + 8192);
+		off = off > 4096 ? off - 4096 : 0;
+		len = rng_pct(r, 70) ? len_small(r) : len_medium(r);
+	} else if (kind < 95) {
+		off = rng_below(r, vs);
+		len = len_medium(r);
+	} else {
+		/* to the end of the disk: a whole (maybe short) last block */
+		b = (vs - 1) / bs;
+		off = rng_pct(r, 50) ? b * bs : vs - 1 - rng_below(r, vs % bs);
+		len = vs - off + rng_below(r, 4096);
+	}
+	*offp = off < vs ? off : vs - 1;
+	*lenp = len;
+}
+
+/* Does [off, off + len) hold a whole payload block of the disk? */
+static bool has_whole_block(const struct wl *w, uint64_t off, uint64_t len)
+{
+	uint64_t bs = w->block_size, first = (off + bs - 1) / bs * bs;
+
+	return first < w->m->vsize &&
+	       off + len >= min64(first + bs, w->m->vsize);
+}
+
+/* The next write: usually pick_write, sometimes into the last zeroed range. */
+static void pick_next_write(struct wl *w, uint64_t *offp, uint64_t *lenp)
+{
+	struct rng *r = w->rng;
+
+	if (!w->z_follow) {
+		pick_write(w, offp, lenp);
+		return;
+	}
+	w->z_follow = false;
+	*offp = w->z_off + rng_below(r, w->z_len);
+	*lenp = rng_pct(r, 70) ? len_small(r) : len_medium(r);
 }
 
 static int do_write(struct wl *w)
@@ -632,7 +776,7 @@ static int do_write(struct wl *w)
 	size_t rs = rec_io_count(w->rec);
 	long ret;
 
-	pick_write(w, &off, &len);
+	pick_next_write(w, &off, &len);
 	exp = min64(len, w->m->vsize - off);
 	ret = vhdx_write(w->img, pat_at(off, shift), len, off);
 	if (ret != (long)exp) {
@@ -647,6 +791,55 @@ static int do_write(struct wl *w)
 	return 0;
 }
 
+static void note_zero(struct wl *w, uint64_t off, uint64_t len,
+		      unsigned int flags)
+{
+	w->zeros++;
+	w->zeros_unmap += !!(flags & VHDX_ZERO_UNMAP);
+	w->zeros_whole += has_whole_block(w, off, len);
+	w->z_off = off;
+	w->z_len = len;
+	/* often write into it again: the block is allocated anew */
+	w->z_follow = rng_pct(w->rng, 40);
+}
+
+static int do_zero_range(struct wl *w, uint64_t off, uint64_t len,
+			 unsigned int flags)
+{
+	uint64_t exp = min64(len, w->m->vsize - off);
+	uint64_t pb = off / w->block_size, pe = (off + exp - 1) / w->block_size;
+	size_t rs = rec_io_count(w->rec);
+	bool was_zero[8];
+	int ret;
+
+	for (uint64_t b = pb; b <= pe && b - pb < 8; b++)
+		was_zero[b - pb] =
+		    vhdx_block_state(w->img, b) == VHDX_BLOCK_ZERO;
+	ret = vhdx_zero(w->img, off, len, flags);
+	for (uint64_t b = pb; ret == 0 && b <= pe && b - pb < 8; b++)
+		w->made_zero += !was_zero[b - pb] &&
+				vhdx_block_state(w->img, b) == VHDX_BLOCK_ZERO;
+	if (ret) {
+		snprintf(w->why, w->whylen,
+			 "vhdx_zero(0x%" PRIx64 ", %" PRIu64
+			 ", %#x) returned %d (%s)",
+			 off, len, flags, ret, strerror(-ret));
+		return -1;
+	}
+	model_zero(w->m, off, exp, rs, false);
+	note_zero(w, off, exp, flags);
+	return 0;
+}
+
+static int do_zero(struct wl *w)
+{
+	uint64_t off, len;
+	unsigned int flags;
+
+	pick_zero(w, &off, &len, &flags);
+	return do_zero_range(w, off, len, flags);
+}
+
 static int do_flush(struct wl *w)
 {
 	int ret = vhdx_flush(w->img);
@@ -657,8 +850,11 @@ static int do_flush(struct wl *w)
 		return -1;
 	}
 	model_flush(w->m, rec_io_last_flush(w->rec));
+	w->n_fresh = 0;
 	return 0;
 }
+
+#define ZERO_PCT 12 /* steps that are a vhdx_zero, not a write */
 
 /*
  * steps = 0: write until every block is allocated, flushing after each
@@ -671,8 +867,12 @@ static int run_workload(struct wl *w, unsigned int steps,
 	     steps ? s < steps : (w->n_used < w->n_blocks && s < 3000); s++) {
 		uint64_t used = w->n_used;
 
-		if (do_write(w) < 0)
+		if (!w->z_follow && rng_pct(w->rng, ZERO_PCT)) {
+			if (do_zero(w) < 0)
+				return -1;
+		} else if (do_write(w) < 0) {
 			return -1;
+		}
 		if ((rng_pct(w->rng, flush_pct) ||
 		     (!steps && w->n_used > used)) &&
 		    do_flush(w) < 0)
@@ -788,6 +988,7 @@ struct round {
 	const struct config *cfg;
 	uint64_t vsize;
 	bool closed;
+	unsigned int zero_mode; /* index into zero_modes[] */
 	struct mem_io *live;	/* the file as the workload left it */
 	struct mem_io *durable; /* the file up to the current frontier */
 	struct rec_io *rec;
@@ -801,8 +1002,25 @@ struct round {
 	/* results */
 	unsigned long states, failed, rw_checked, qemu_checked, printed;
 	unsigned long log_entries, multi_entries, rotations;
+	unsigned long zeros, zeros_unmap, zeros_whole; /* vhdx_zero calls */
+	unsigned long made_zero;	 /* blocks they turned ZERO */
+	unsigned long zero_ops, punches; /* recorded zero ops, of them holes */
+	uint64_t zero_blocks;		 /* ZERO entries in the final BAT */
 	char why[512];
 };
+
+/* What the zero callback of rec_io does, by round. */
+static const struct {
+	const char *name;
+	bool callback;
+	unsigned int modes;
+} zero_modes[] = {
+    {"no zero callback", false, 0},
+    {"punch and zero range", true, REC_ZERO_RANGE | REC_PUNCH_HOLE},
+    {"punch only", true, REC_PUNCH_HOLE},
+};
+
+#define N_ZERO_MODES (sizeof(zero_modes) / sizeof(zero_modes[0]))
 
 /* One crash state: where it is cut and what of the window it holds. */
 struct state {
@@ -826,6 +1044,10 @@ static void round_stats(struct round *rd)
 
 		if (op->kind == REC_FLUSH)
 			rd->flushes[rd->n_flushes++] = (long)i;
+		if (op->kind == REC_ZERO) {
+			rd->zero_ops++;
+			rd->punches += op->unmap;
+		}
 		if (op->kind != REC_PWRITE)
 			continue;
 		if (op->off == VHDX_HEADER1_OFFSET ||
@@ -864,6 +1086,9 @@ static int round_setup(struct round *rd)
 	rd->durable = mem_copy(rd->live);
 	rd->rec = rec_io_new(rd->live);
 	rec_io_ops(&io, rd->rec);
+	rec_io_zero_modes(rd->rec, zero_modes[rd->zero_mode].modes);
+	if (!zero_modes[rd->zero_mode].callback)
+		io.zero = NULL;
 	ret = vhdx_open(&img, &io, NULL);
 	if (ret) {
 		snprintf(rd->why, sizeof(rd->why), "vhdx_open: %d", ret);
@@ -880,7 +1105,11 @@ static int round_setup(struct round *rd)
 			.whylen = sizeof(rd->why)};
 	w.used = xcalloc(w.n_blocks, 1);
 	ret = run_workload(&w, rd->cfg->steps, rd->cfg->flush_pct);
-	free(w.used);
+	rd->zeros = w.zeros;
+	rd->zeros_unmap = w.zeros_unmap;
+	rd->zeros_whole = w.zeros_whole;
+	rd->made_zero = w.made_zero;
+	wl_free(&w);
 	rd->closed = ret == 0 && rng_pct(&r, 50);
 	if (!rd->closed)
 		rec_io_freeze(rd->rec); /* power cut: close writes nothing */
@@ -915,12 +1144,38 @@ static int round_check_live(struct round *rd)
 	}
 	vhdx_get_info(img, &info);
 	vhdx_close(img);
+	rd->zero_blocks = info.state_count[VHDX_BLOCK_ZERO];
 	if (rd->closed && info.log_replayed) {
 		snprintf(rd->why, sizeof(rd->why),
 			 "final image: the log is not empty after vhdx_close");
 		return -1;
 	}
 	return 0;
+}
+
+/* A zero op on a mem_io: [off, off + len) reads as zeros, the size stays. */
+static void mem_zero(struct mem_io *m, uint64_t off, uint64_t len)
+{
+	uint64_t end = min64(off + len, mem_io_get_size(m));
+
+	for (; off < end; off += min64(CHUNK, end - off))
+		mem_io_put(m, off, zero_chunk, (size_t)min64(CHUNK, end - off));
+}
+
+/*
+ * Apply [a, b) of a pwrite or a zero op to a crash state.  A zero op never
+ * extends the file: it is clipped at the end of file as the state has it.
+ */
+static void apply_span(struct cow_io *cow, const struct rec_op *op, uint64_t a,
+		       uint64_t b)
+{
+	if (op->kind == REC_PWRITE) {
+		cow_io_put(cow, a, op->data + (a - op->off), b - a);
+		return;
+	}
+	b = min64(b, cow_io_get_size(cow));
+	for (; a < b; a += min64(CHUNK, b - a))
+		cow_io_put(cow, a, zero_chunk, (size_t)min64(CHUNK, b - a));
 }
 
 /* Apply ops up to and including index upto to the durable image. */
@@ -933,13 +1188,15 @@ static void advance_durable(struct round *rd, long upto)
 			mem_io_put(rd->durable, op->off, op->data, op->len);
 		else if (op->kind == REC_TRUNCATE)
 			mem_io_set_size(rd->durable, op->off);
+		else if (op->kind == REC_ZERO)
+			mem_zero(rd->durable, op->off, op->len);
 	}
 	while (rd->next_fl < rd->m.nf &&
 	       rd->m.f[rd->next_fl].last_flush <= upto)
 		rd->durable_w = rd->m.f[rd->next_fl++].n_writes;
 }
 
-/* Apply a pwrite with only some of its 4 KiB file sectors. */
+/* Apply a pwrite or zero with only some of its 4 KiB file sectors. */
 static void apply_torn(struct cow_io *cow, const struct rec_op *op,
 		       struct rng *r)
 {
@@ -956,17 +1213,17 @@ static void apply_torn(struct cow_io *cow, const struct rec_op *op,
 					 : rng_pct(r, 50);
 
 		if (keep)
-			cow_io_put(cow, a, op->data + (a - op->off), b - a);
+			apply_span(cow, op, a, b);
 	}
 }
 
 static bool tearable(const struct rec_op *op)
 {
-	return op->kind == REC_PWRITE &&
+	return (op->kind == REC_PWRITE || op->kind == REC_ZERO) &&
 	       op->off / SECTOR != (op->off + op->len - 1) / SECTOR;
 }
 
-/* Shuffle runs of pwrites; truncates keep their place. */
+/* Shuffle runs of pwrites and zeros; truncates keep their place. */
 static void shuffle_runs(struct round *rd, size_t *sel, size_t n, struct rng *r)
 {
 	size_t s = 0;
@@ -974,7 +1231,8 @@ static void shuffle_runs(struct round *rd, size_t *sel, size_t n, struct rng *r)
 	while (s < n) {
 		size_t e = s;
 
-		while (e < n && rec_io_op(rd->rec, sel[e])->kind == REC_PWRITE)
+		while (e < n &&
+		       rec_io_op(rd->rec, sel[e])->kind != REC_TRUNCATE)
 			e++;
 		for (size_t i = e; i > s + 1; i--) {
 			size_t j = s + rng_below(r, i - s), t = sel[i - 1];
@@ -1051,7 +1309,7 @@ static void build_crash(struct round *rd, struct state *st, struct cow_io *cow,
 		else if (tear[i])
 			apply_torn(cow, op, r);
 		else
-			cow_io_put(cow, op->off, op->data, op->len);
+			apply_span(cow, op, op->off, op->off + op->len);
 	}
 	st->n_applied = k;
 	for (size_t i = 0; i < k; i++)
@@ -1186,13 +1444,30 @@ static int rw_check(struct round *rd, struct cow_io *cow,
 		vhdx_close(img);
 		return -1;
 	}
-	extra.off = rng_below(r, rd->vsize);
-	extra.len = min64(1 + rng_below(r, 256 * KiB), rd->vsize - extra.off);
-	extra.shift = (uint32_t)rng_next(r);
-	ret = vhdx_write(img, pat_at(extra.off, extra.shift), extra.len,
-			 extra.off);
+	extra = (struct wr){.off = rng_below(r, rd->vsize)};
+	if (rng_pct(r, 25)) {
+		/* a vhdx_zero: often from a block boundary over whole ones */
+		uint64_t bs = rd->cfg->block_size;
+
+		if (rng_pct(r, 60))
+			extra.off -= extra.off % bs;
+		extra.len =
+		    min64(1 + rng_below(r, 3 * bs), rd->vsize - extra.off);
+		extra.zero = true;
+		ret = vhdx_zero(img, extra.off, extra.len,
+				rng_pct(r, 50) ? VHDX_ZERO_UNMAP : 0);
+		if (ret == 0)
+			ret = (long)extra.len;
+	} else {
+		extra.len =
+		    min64(1 + rng_below(r, 256 * KiB), rd->vsize - extra.off);
+		extra.shift = (uint32_t)rng_next(r);
+		ret = vhdx_write(img, pat_at(extra.off, extra.shift), extra.len,
+				 extra.off);
+	}
 	if (ret != (long)extra.len || vhdx_flush(img) != 0) {
-		snprintf(why, whylen, "write or flush after recovery failed");
+		snprintf(why, whylen, "%s or flush after recovery failed",
+			 extra.zero ? "zero" : "write");
 		vhdx_close(img);
 		return -1;
 	}
@@ -1386,6 +1661,8 @@ struct totals {
 	unsigned long rounds_failed;
 	unsigned long rotating_rounds, rotating_without;
 	unsigned long log_entries, rotations;
+	unsigned long zeros, zeros_whole, made_zero, zero_ops, punches;
+	uint64_t zero_blocks;
 };
 
 static struct totals tot = {.lock = PTHREAD_MUTEX_INITIALIZER};
@@ -1398,6 +1675,7 @@ static void run_round(unsigned long no)
 
 	rd.seed = mix64(opt.seed ^ mix64(no + 1));
 	rd.cfg = &configs[no % N_CONFIGS];
+	rd.zero_mode = (unsigned int)((no + no / N_CONFIGS) % N_ZERO_MODES);
 	rd.rbuf = xmalloc(CHUNK);
 	rd.ebuf = xmalloc(CHUNK);
 	ok = round_setup(&rd) == 0 && round_check_live(&rd) == 0;
@@ -1408,16 +1686,20 @@ static void run_round(unsigned long no)
 	else
 		run_states(&rd, tot.per_round);
 	if (ok || opt.verbose)
-		out("round %lu: %s, %" PRIu64 " MiB%s: %zu writes, %zu "
-		    "flushes, %zu io ops (%zu io flushes), %lu log entries "
-		    "(%lu of several BAT sectors), %lu log rotations, %s; %lu "
-		    "states, %lu failed (%.1f s)",
+		out("round %lu: %s, %" PRIu64 " MiB%s: %zu writes (%lu of "
+		    "them vhdx_zero: %lu unmap, %lu with whole blocks, %lu "
+		    "blocks made ZERO; %s: %lu zero ops, %lu holes; %" PRIu64
+		    " ZERO blocks at the end), %zu flushes, %zu io ops (%zu io "
+		    "flushes), %lu log entries (%lu of several BAT sectors), "
+		    "%lu log rotations, %s; %lu states, %lu failed (%.1f s)",
 		    no, rd.cfg->name, (uint64_t)(rd.vsize / MiB),
-		    rd.vsize % MiB ? "+" : "", rd.m.nw, rd.m.nf,
-		    rd.rec ? rec_io_count(rd.rec) : 0, rd.n_flushes,
-		    rd.log_entries, rd.multi_entries, rd.rotations,
-		    rd.closed ? "closed" : "crashed", rd.states, rd.failed,
-		    now() - t0);
+		    rd.vsize % MiB ? "+" : "", rd.m.nw, rd.zeros,
+		    rd.zeros_unmap, rd.zeros_whole, rd.made_zero,
+		    zero_modes[rd.zero_mode].name, rd.zero_ops, rd.punches,
+		    rd.zero_blocks, rd.m.nf, rd.rec ? rec_io_count(rd.rec) : 0,
+		    rd.n_flushes, rd.log_entries, rd.multi_entries,
+		    rd.rotations, rd.closed ? "closed" : "crashed", rd.states,
+		    rd.failed, now() - t0);
 	pthread_mutex_lock(&tot.lock);
 	tot.states += rd.states;
 	tot.failed += rd.failed;
@@ -1426,6 +1708,12 @@ static void run_round(unsigned long no)
 	tot.rounds_failed += !ok;
 	tot.log_entries += rd.log_entries;
 	tot.rotations += rd.rotations;
+	tot.zeros += rd.zeros;
+	tot.zeros_whole += rd.zeros_whole;
+	tot.made_zero += rd.made_zero;
+	tot.zero_ops += rd.zero_ops;
+	tot.punches += rd.punches;
+	tot.zero_blocks += rd.zero_blocks;
 	if (ok && rd.cfg->steps == 0 && rd.cfg->type == VHDX_TYPE_DYNAMIC) {
 		tot.rotating_rounds++;
 		tot.rotating_without += rd.rotations == 0;
@@ -1481,18 +1769,30 @@ TEST(crash_states)
 	    : opt.qemu ? ": qemu-img not found, skipped"
 		       : ": disabled",
 	    tot.failed, tot.log_entries, tot.rotations, now() - t0);
+	out("%lu vhdx_zero calls (%lu with whole blocks, %lu blocks made "
+	    "ZERO), %lu zero ops recorded (%lu holes punched), %" PRIu64
+	    " ZERO blocks in the final images",
+	    tot.zeros, tot.zeros_whole, tot.made_zero, tot.zero_ops,
+	    tot.punches, tot.zero_blocks);
 	CHECK_EQ_U64(tot.failed, 0);
 	CHECK_EQ_U64(tot.rounds_failed, 0);
-	/* the harness itself: the log must have been made to rotate */
-	if (opt.round < 0)
+	/*
+	 * The harness itself: the log must have been made to rotate, blocks
+	 * must have become ZERO, and the zero callback must have been used.
+	 */
+	if (opt.round < 0) {
 		CHECK_EQ_U64(tot.rotating_without, 0);
+		CHECK(tot.made_zero > 0 && tot.zero_blocks > 0);
+		CHECK(tot.punches > 0);
+		CHECK(tot.zero_ops > tot.punches);
+	}
 	if (opt.state < 0)
 		CHECK(tot.states >= (opt.round >= 0 ? 1 : opt.states));
 }
 
 /* ---- fault injection during the workload ---- */
 
-enum api { API_WRITE, API_FLUSH, API_CLOSE };
+enum api { API_WRITE, API_ZERO, API_FLUSH, API_CLOSE };
 
 struct fault_run {
 	const struct config *cfg;
@@ -1500,6 +1800,7 @@ struct fault_run {
 	enum rec_kind kind;
 	unsigned long n;
 	int err;
+	unsigned int zero_mode; /* index into zero_modes[] */
 	/* state */
 	struct mem_io *file;
 	struct rec_io *rec;
@@ -1521,8 +1822,9 @@ static bool fault_is_meta(const struct fault_run *fr, const struct rec_fault *f,
 		return f->off < fr->data_start;
 	case REC_FLUSH:
 		/* the first flush of vhdx_flush/close is the data flush */
-		return !(api != API_WRITE && f->rec_pos == rs);
+		return !(api >= API_FLUSH && f->rec_pos == rs);
 	default:
+		/* truncate: space for a new block; zero: of a payload block */
 		return false;
 	}
 }
@@ -1533,6 +1835,12 @@ static void fault_check_ret(struct fault_run *fr, const struct rec_fault *f,
 	if (api == API_WRITE) {
 		if (!CHECK(ret == -f->err || (ret > 0 && (uint64_t)ret < len)))
 			unit_note("write returned %ld, injected %d", ret,
+				  -f->err);
+	} else if (api == API_ZERO) {
+		/* giving back the space of a whole block is best effort */
+		if (!CHECK(ret == -f->err || (ret == 0 && f->kind == REC_ZERO &&
+					      f->len == fr->cfg->block_size)))
+			unit_note("zero returned %ld, injected %d", ret,
 				  -f->err);
 	} else {
 		CHECK_EQ_INT(ret, -f->err);
@@ -1562,15 +1870,20 @@ static bool fault_call(struct fault_run *fr, enum api api)
 {
 	size_t rs = rec_io_count(fr->rec);
 	uint64_t off = 0, len = 0;
+	unsigned int flags = 0;
 	uint32_t shift = 0;
 	struct rec_fault f;
 	long ret;
 
 	if (api == API_WRITE) {
 		shift = (uint32_t)rng_next(&fr->r);
-		pick_write(&fr->w, &off, &len);
+		pick_next_write(&fr->w, &off, &len);
 		len = min64(len, fr->m.vsize - off);
 		ret = vhdx_write(fr->img, pat_at(off, shift), len, off);
+	} else if (api == API_ZERO) {
+		pick_zero(&fr->w, &off, &len, &flags);
+		len = min64(len, fr->m.vsize - off);
+		ret = vhdx_zero(fr->img, off, len, flags);
 	} else if (api == API_FLUSH) {
 		ret = vhdx_flush(fr->img);
 	} else {
@@ -1582,8 +1895,12 @@ static bool fault_call(struct fault_run *fr, enum api api)
 		if (api == API_WRITE) {
 			model_write(&fr->m, off, len, shift, rs, false);
 			mark_used(&fr->w, off, len);
+		} else if (api == API_ZERO) {
+			model_zero(&fr->m, off, len, rs, false);
+			note_zero(&fr->w, off, len, flags);
 		} else {
 			fr->durable = fr->m.nw;
+			fr->w.n_fresh = 0;
 		}
 		return false;
 	}
@@ -1592,12 +1909,17 @@ static bool fault_call(struct fault_run *fr, enum api api)
 	fault_check_ret(fr, &f, api, ret, len);
 	if (api == API_WRITE)
 		model_write(&fr->m, off, len, shift, rs, true);
+	else if (api == API_ZERO)
+		model_zero(&fr->m, off, len, rs, ret != 0);
 	if (fr->img)
 		fault_aftermath(fr);
 	return true;
 }
 
 static unsigned int fault_notes; /* failures described so far */
+
+static const char *const rec_kind_name[REC_KINDS] = {"pwrite", "flush",
+						     "truncate", "zero"};
 
 /* Check the file as the failed session left it. */
 static void fault_check_file(struct fault_run *fr)
@@ -1619,11 +1941,8 @@ static void fault_check_file(struct fault_run *fr)
 			fr->why, sizeof(fr->why), &msgs) == 0;
 	if (!CHECK(ok) && fault_notes++ < 10) {
 		unit_note("fault %s #%lu (%s) in %s, seed %" PRIu64 ": %s",
-			  fr->kind == REC_PWRITE  ? "pwrite"
-			  : fr->kind == REC_FLUSH ? "flush"
-						  : "truncate",
-			  fr->n, strerror(fr->err), fr->cfg->name, fr->seed,
-			  fr->why);
+			  rec_kind_name[fr->kind], fr->n, strerror(fr->err),
+			  fr->cfg->name, fr->seed, fr->why);
 		if (msgs.len)
 			fputs(msgs.text, stdout);
 	}
@@ -1653,6 +1972,9 @@ static void fault_case(struct fault_run *fr, unsigned long *counts)
 		fr->data_start -= nb * fr->cfg->block_size;
 	fr->rec = rec_io_new(fr->file);
 	rec_io_ops(&io, fr->rec);
+	rec_io_zero_modes(fr->rec, zero_modes[fr->zero_mode].modes);
+	if (!zero_modes[fr->zero_mode].callback)
+		io.zero = NULL;
 	if (vhdx_open(&fr->img, &io, NULL) != 0)
 		abort();
 	fr->w = (struct wl){.img = fr->img,
@@ -1667,7 +1989,9 @@ static void fault_case(struct fault_run *fr, unsigned long *counts)
 	if (fr->n)
 		rec_io_fail(fr->rec, fr->kind, fr->n, fr->err);
 	for (unsigned int s = 0; s < fr->cfg->steps && !stop; s++) {
-		stop = fault_call(fr, API_WRITE);
+		bool zero = !fr->w.z_follow && rng_pct(&fr->r, ZERO_PCT);
+
+		stop = fault_call(fr, zero ? API_ZERO : API_WRITE);
 		if (!stop && rng_pct(&fr->r, fr->cfg->flush_pct))
 			stop = fault_call(fr, API_FLUSH);
 	}
@@ -1684,11 +2008,11 @@ static void fault_case(struct fault_run *fr, unsigned long *counts)
 		}
 	}
 	if (counts)
-		for (int k = 0; k < 3; k++)
+		for (int k = 0; k < REC_KINDS; k++)
 			counts[k] = rec_io_calls(fr->rec, (enum rec_kind)k);
 	if (fr->n && CHECK(fr->fired))
 		fault_check_file(fr);
-	free(fr->w.used);
+	wl_free(&fr->w);
 	rec_io_free(fr->rec);
 	mem_io_free(fr->file);
 	model_free(&fr->m);
@@ -1700,27 +2024,33 @@ static const struct config fault_configs[] = {
     {"dynamic-2M-4096", VHDX_TYPE_DYNAMIC, 2 * MiB, 4096, 20, 24, MiB, 30, 35},
 };
 
+/* zero_modes[] of each: the fixed image zeroes ranges, never punches */
+static const unsigned int fault_zero_modes[] = {2, 1, 0};
+
 TEST(fault_injection)
 {
-	static const char *const kinds[] = {"pwrite", "flush", "truncate"};
-	unsigned long cases = 0, meta = 0;
+	unsigned long cases = 0, meta = 0, zeros = 0;
 	double t0 = now();
 
 	for (size_t c = 0; c < sizeof(fault_configs) / sizeof(*fault_configs);
 	     c++) {
 		uint64_t seed = mix64(opt.seed + 0xfa17 + c);
-		struct fault_run dry = {.cfg = &fault_configs[c], .seed = seed};
-		unsigned long counts[3];
+		unsigned int zm = fault_zero_modes[c];
+		struct fault_run dry = {
+		    .cfg = &fault_configs[c], .seed = seed, .zero_mode = zm};
+		unsigned long counts[REC_KINDS];
 
 		fault_case(&dry, counts);
-		for (int k = 0; k < 3; k++) {
+		zeros += counts[REC_ZERO];
+		for (int k = 0; k < REC_KINDS; k++) {
 			for (unsigned long n = 1; n <= counts[k]; n++) {
 				struct fault_run fr = {.cfg = &fault_configs[c],
 						       .seed = seed,
 						       .kind = (enum rec_kind)k,
 						       .n = n,
-						       .err = n % 2 ? EIO
-								    : ENOSPC};
+						       .err =
+							   n % 2 ? EIO : ENOSPC,
+						       .zero_mode = zm};
 				int before = unit.cur_failed;
 
 				fault_case(&fr, NULL);
@@ -1729,12 +2059,13 @@ TEST(fault_injection)
 				if (!before && unit.cur_failed)
 					unit_note("first failure: %s, %s #%lu",
 						  fault_configs[c].name,
-						  kinds[k], n);
+						  rec_kind_name[k], n);
 			}
 		}
 	}
-	unit_note("%lu faults injected (%lu into metadata writes), %.1f s",
-		  cases, meta, now() - t0);
+	unit_note("%lu faults injected (%lu into metadata writes, %lu into "
+		  "zero ops), %.1f s",
+		  cases, meta, zeros, now() - t0);
 }
 
 /* ---- fault injection during log replay (read-write open) ---- */
@@ -1769,12 +2100,15 @@ static struct mem_io *dirty_image(struct model *m, size_t *durable)
 	w.used = xcalloc(w.n_blocks, 1);
 	for (int i = 0; i < 12; i++)
 		CHECK(do_write(&w) == 0);
+	/* the replay also makes a block ZERO whose space became a hole */
+	CHECK(do_zero_range(&w, m->w[0].off / MiB * MiB, MiB,
+			    VHDX_ZERO_UNMAP) == 0);
 	CHECK(do_flush(&w) == 0);
 	*durable = m->nw;
 	CHECK(do_write(&w) == 0);
 	rec_io_freeze(rec);
 	vhdx_close(img);
-	free(w.used);
+	wl_free(&w);
 	rec_io_free(rec);
 	return file;
 }
