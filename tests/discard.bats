@@ -662,6 +662,7 @@ OPS
 	keep=$(sha256 "$T/fs/keep")
 	dd if=/dev/urandom of="$T/fs/big" bs=1M count=64 conv=fsync status=none
 	sync -f "$T/fs"
+	ds_fsync "$f"
 	a1=$(ds_alloc "$img")
 	rm "$T/fs/big"
 	sync -f "$T/fs"
@@ -672,6 +673,7 @@ OPS
 	[ "$(grep -o '([0-9]* bytes)' <<<"$output" | tr -dc 0-9)" -ge \
 		$((64 * MiB)) ]
 	sync -f "$T/fs"
+	ds_fsync "$f"
 	a2=$(ds_alloc "$img")
 	note "image allocated: $a1 -> $a2 bytes (rm of 64 MiB, fstrim)"
 	[ $((a1 - a2)) -ge $((56 * MiB)) ]
@@ -712,10 +714,12 @@ OPS
 	f=$(vf_raw_path "$T/mnt")
 	loop_attach "$f"
 	dd if="$ref" of="$LOOPDEV" bs=1M oflag=direct status=none
-	blockdev --flushbufs "$LOOPDEV"
+	# the loop device writes into the page cache of the disk file (the
+	# writeback cache): have all of it reach the image before measuring
+	ds_fsync "$f"
 	a0=$(ds_alloc "$img")
-	# 8 whole blocks (6..22 MiB), then a part of a block, both unaligned
-	# to blocks but aligned to sectors
+	# 8 whole blocks (6..22 MiB); then, with -z, parts of blocks 12 and
+	# 13, not aligned to blocks (only to sectors)
 	blkdiscard -o $((6 * MiB)) -l $((16 * MiB)) "$LOOPDEV"
 	fallocate --punch-hole -o $((6 * MiB)) -l $((16 * MiB)) "$ref"
 	blkdiscard -z -o $((25 * MiB + 4096)) -l $((1 * MiB + 512 * KiB)) \
@@ -724,6 +728,7 @@ OPS
 		-l $((1 * MiB + 512 * KiB)) "$ref"
 	blockdev --flushbufs "$LOOPDEV"
 	cmp "$LOOPDEV" "$ref"
+	ds_fsync "$f"
 	a1=$(ds_alloc "$img")
 	note "image allocated: $a0 -> $a1 bytes (blkdiscard of 16 MiB)"
 	[ $((a0 - a1)) -ge $((16 * MiB)) ]
