@@ -286,9 +286,11 @@ static int zero_whole_block(struct vhdx_image *img, uint64_t pb,
 	/*
 	 * Nothing refers to the old space any more, and allocation never
 	 * reuses it: give it back.  Before the next flush journals ZERO, the
-	 * BAT on disk still points here, so a crash meanwhile reads zeros,
-	 * which is what the discard asked for.  Best effort: a file system
-	 * that cannot punch holes keeps the space.
+	 * BAT on disk still points here, so after a crash meanwhile each
+	 * sector reads either as before (the parent's, for a sector whose
+	 * bitmap bit is 0) or as zeros: what an unsynced discard may leave.
+	 * Best effort: a file system that cannot punch holes keeps the
+	 * space.
 	 */
 	if (space && (flags & VHDX_ZERO_UNMAP) && img->io.zero &&
 	    img->io.zero(img->io.opaque, space, img->g.block_size, 1) < 0)
