@@ -328,6 +328,17 @@ static bool log_empty_m(struct mem_io *m)
 	return log_empty(hdr);
 }
 
+/* Close cleanly, check that the log is empty, reopen read-only, verify. */
+static void close_reopen_verify(struct vhdx_image **img, struct mem_io *m,
+				const struct model *md, const char *what)
+{
+	CHECK_EQ_INT(vhdx_close(*img), 0);
+	*img = NULL;
+	log_empty_m(m);
+	if (open_m(m, VHDX_OPEN_RDONLY, img))
+		verify(*img, md, what);
+}
+
 /* File offset of virtual offset v, which must map to the file. */
 static uint64_t file_offset_of(struct vhdx_image *img, uint64_t v)
 {
@@ -548,11 +559,7 @@ TEST(write_after_zero)
 	write_pat(img, &md, 2 * MiB - 512, 512, SEED_B);
 	md.state[1] = FP;
 	verify(img, &md, "ZERO, then written again");
-	CHECK_EQ_INT(vhdx_close(img), 0);
-	img = NULL;
-	log_empty_m(m);
-	if (open_m(m, VHDX_OPEN_RDONLY, &img))
-		verify(img, &md, "reopened");
+	close_reopen_verify(&img, m, &md, "reopened");
 out:
 	vhdx_close(img);
 	model_free(&md);
@@ -603,11 +610,7 @@ TEST(fixed_zero)
 	mem_io_get(m, off3, raw, vsize - 3 * MiB);
 	CHECK_EQ_MEM(raw, zeros, vsize - 3 * MiB);
 
-	CHECK_EQ_INT(vhdx_close(img), 0);
-	img = NULL;
-	log_empty_m(m);
-	if (open_m(m, VHDX_OPEN_RDONLY, &img))
-		verify(img, &md, "fixed, reopened");
+	close_reopen_verify(&img, m, &md, "fixed, reopened");
 out:
 	vhdx_close(img);
 	model_free(&md);
@@ -685,11 +688,7 @@ TEST(differencing_zero)
 		     ib_pattern(SEED_PARENT, 3 * MiB + 0x1004));
 	CHECK_EQ_INT(md.data[3 * MiB + 0x1005], 0);
 
-	CHECK_EQ_INT(vhdx_close(img), 0);
-	img = NULL;
-	log_empty_m(m);
-	if (open_m(m, VHDX_OPEN_RDONLY, &img))
-		verify(img, &md, "child reopened");
+	close_reopen_verify(&img, m, &md, "child reopened");
 	no_modification(parent.m);
 	CHECK_EQ_U64(mem_io_digest(parent.m), digest);
 out:
@@ -822,11 +821,7 @@ TEST(differencing_partial)
 	md.state[5] = FP;
 	verify(img, &md, "partially present blocks zeroed");
 
-	CHECK_EQ_INT(vhdx_close(img), 0);
-	img = NULL;
-	log_empty_m(m);
-	if (open_m(m, VHDX_OPEN_RDONLY, &img))
-		verify(img, &md, "partially present, reopened");
+	close_reopen_verify(&img, m, &md, "partially present, reopened");
 	CHECK_EQ_U64(mem_io_digest(parent.m), digest);
 out:
 	vhdx_close(img);
