@@ -64,7 +64,7 @@ rm -rf "$san"
 
 step "unit tests under valgrind memcheck"
 for t in tests/unit/test_crc32c tests/unit/test_guid tests/unit/test_geometry \
-	tests/unit/test_open; do
+	tests/unit/test_open tests/unit/test_discard; do
 	valgrind -q --error-exitcode=99 --leak-check=full \
 		--errors-for-leak-kinds=definite,indirect "$t" >/dev/null ||
 		{ echo "valgrind: $t failed"; exit 1; }
