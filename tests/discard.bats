@@ -226,6 +226,23 @@ if "--read" in opts:
 EOF
 }
 
+# ds_mount_apply IMAGE REF: mount IMAGE on $T/mnt, copy REF over its disk,
+# apply $T/ops to REF and to the disk, fsync, and compare them through the
+# same mount (and the kernel's page cache).  Sets f (the disk file), a0 and
+# s0 (the image's allocated bytes and size before the ops) and a1 (after).
+ds_mount_apply() {
+	local img=$1 ref=$2
+	vf_mount "$img" "$T/mnt"
+	f=$(vf_raw_path "$T/mnt")
+	ds_copy "$ref" "$f" conv=notrunc,fsync
+	a0=$(ds_alloc "$img")
+	s0=$(stat -c %s "$img")
+	ds_apply "$T/ops" "$ref" "$f"
+	ds_fsync "$f"
+	cmp "$f" "$ref"
+	a1=$(ds_alloc "$img")
+}
+
 # ds_states IMAGE: "zero=N fully_present=N not_present=N" from vhdxtool info
 # --json (compared with counts worked out from the ranges punched).
 ds_states() {
@@ -327,17 +344,8 @@ fallocate_case() {
 	ds_rand "$ref" 0 $((8 * MiB))
 	ds_rand "$ref" $((10 * MiB)) $((FA_SIZE - 10 * MiB))
 
-	vf_mount "$img" "$T/mnt"
-	f=$(vf_raw_path "$T/mnt")
+	ds_mount_apply "$img" "$ref"
 	assert_equal "$(stat -c %s "$f")" "$FA_SIZE"
-	ds_copy "$ref" "$f" conv=notrunc,fsync
-	a0=$(ds_alloc "$img")
-	s0=$(stat -c %s "$img")
-	ds_apply "$T/ops" "$ref" "$f"
-	ds_fsync "$f"
-	# through the same mount (and the kernel's page cache)
-	cmp "$f" "$ref"
-	a1=$(ds_alloc "$img")
 	# blocks 1, 3 and 11 held data: their 6 MiB are host holes now
 	[ $((a0 - a1)) -ge $((6 * MiB)) ] || {
 		echo "allocated $a0 -> $a1: less than 6 MiB given back" >&2
@@ -636,15 +644,7 @@ z $((9 * MiB)) $((1 * MiB))
 p $((11 * MiB + 4096)) $((1 * MiB))
 p $((15 * MiB)) $((1 * MiB))
 OPS
-	vf_mount "$img" "$T/mnt"
-	f=$(vf_raw_path "$T/mnt")
-	ds_copy "$ref" "$f" conv=notrunc,fsync
-	a0=$(ds_alloc "$img")
-	s0=$(stat -c %s "$img")
-	ds_apply "$T/ops" "$ref" "$f"
-	ds_fsync "$f"
-	cmp "$f" "$ref"
-	a1=$(ds_alloc "$img")
+	ds_mount_apply "$img" "$ref"
 	note "fixed image allocated: $a0 -> $a1 bytes"
 	[ "$a1" -ge "$a0" ]
 	assert_equal "$(($(stat -c %b "$f") * 512))" $((16 * MiB))
