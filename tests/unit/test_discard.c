@@ -626,6 +626,27 @@ out:
 #define SEED_CHILD  0xC41Du
 
 /*
+ * Build the parent of the differencing tests: every block FULLY_PRESENT,
+ * except NOT_PRESENT where absent(pb) (may be NULL); md starts as a child
+ * that shows the parent, and parent_file points at it.  Returns 0, or
+ * after a failed check -1 (nothing to free) or 1 (ib_free the parent).
+ */
+static int make_parent(struct ib_image *parent, const struct ib_params *p,
+		       struct model *md, bool (*absent)(uint64_t pb))
+{
+	if (!CHECK_EQ_INT(ib_init(parent, p), 0))
+		return -1;
+	for (uint64_t pb = 0; pb < parent->n; pb++)
+		ib_set_state(parent, pb, absent && absent(pb) ? NP : FP);
+	if (!CHECK_EQ_INT(ib_build(parent), 0) ||
+	    !model_init(md, DIFF_SIZE, NP))
+		return 1;
+	ib_expected(parent, 0, md->data, DIFF_SIZE);
+	parent_file = parent->m;
+	return 0;
+}
+
+/*
  * Parent (built by imgbuild, every block present with its pattern) and a
  * new child.  In the child: block 1 whole (NOT_PRESENT) without unmap and
  * block 2 with unmap become ZERO; ranges inside the NOT_PRESENT blocks 3
@@ -645,16 +666,13 @@ TEST(differencing_zero)
 	struct model md = {0};
 	struct vhdx_image *img = NULL;
 	uint64_t digest;
+	int ret;
 
-	if (!CHECK_EQ_INT(ib_init(&parent, &p), 0))
+	ret = make_parent(&parent, &p, &md, NULL);
+	if (ret < 0)
 		goto out_free;
-	for (uint64_t pb = 0; pb < parent.n; pb++)
-		ib_set_state(&parent, pb, FP);
-	if (!CHECK_EQ_INT(ib_build(&parent), 0) ||
-	    !model_init(&md, DIFF_SIZE, NP))
+	if (ret > 0)
 		goto out;
-	ib_expected(&parent, 0, md.data, DIFF_SIZE);
-	parent_file = parent.m;
 	digest = mem_io_digest(parent.m);
 	if (!create_m(m, VHDX_TYPE_DIFFERENCING, DIFF_SIZE, &parent) ||
 	    !open_m(m, 0, &img))
@@ -790,16 +808,13 @@ TEST(differencing_partial)
 	struct model md = {0};
 	struct vhdx_image *img = NULL;
 	uint64_t digest;
+	int ret;
 
-	if (!CHECK_EQ_INT(ib_init(&parent, &p), 0))
+	ret = make_parent(&parent, &p, &md, reads_zeros);
+	if (ret < 0)
 		goto out_free;
-	for (uint64_t pb = 0; pb < parent.n; pb++)
-		ib_set_state(&parent, pb, reads_zeros(pb) ? NP : FP);
-	if (!CHECK_EQ_INT(ib_build(&parent), 0) ||
-	    !model_init(&md, DIFF_SIZE, NP))
+	if (ret > 0)
 		goto out;
-	ib_expected(&parent, 0, md.data, DIFF_SIZE);
-	parent_file = parent.m;
 	digest = mem_io_digest(parent.m);
 	if (!create_m(m, VHDX_TYPE_DIFFERENCING, DIFF_SIZE, &parent) ||
 	    !make_partial(m, &md) || !open_m(m, 0, &img))
