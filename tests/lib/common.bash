@@ -102,6 +102,9 @@ vf_mount() {
 		fi
 		sleep 0.05
 	done
+	# The mount shows before the daemon has answered the kernel's INIT;
+	# a stat waits for that answer, so that -d's INIT lines are logged.
+	stat "$mnt" >/dev/null
 }
 
 # vf_umount MOUNTPOINT: unmount and wait for the daemon to exit.
