@@ -687,3 +687,46 @@ allocated_bytes() {
 	cmp "$MNT/child.raw" "$T/cref.raw"
 	vf_umount "$MNT"
 }
+
+# used_bytes FILE: what FILE takes on its file system
+used_bytes() {
+	echo $(($(stat -c '%b * %B' "$1")))
+}
+
+# reserve_case [daemon options...]: a 4 KiB write into a new 8 MiB block;
+# sets GREW to how many bytes the image file grew by on the host
+reserve_case() {
+	local u0 u1
+	rm -f "$T/r.vhdx"
+	"$VHDXTOOL" create -q --block-size 8M -s 64M "$T/r.vhdx"
+	truncate -s 64M "$T/ref.raw"
+	vf_mount "$T/r.vhdx" "$MNT" "$@"
+	# the first write of the session also gives the log its space
+	head -c 4096 /dev/urandom >"$T/d1"
+	dd if="$T/d1" of="$MNT/r.raw" bs=4K conv=notrunc,fsync status=none
+	dd if="$T/d1" of="$T/ref.raw" bs=4K conv=notrunc status=none
+	u0=$(used_bytes "$T/r.vhdx")
+	head -c 4096 /dev/urandom >"$T/d2"
+	dd if="$T/d2" of="$MNT/r.raw" bs=4K seek=$((20 * 256 + 3)) \
+		conv=notrunc,fsync status=none
+	dd if="$T/d2" of="$T/ref.raw" bs=4K seek=$((20 * 256 + 3)) \
+		conv=notrunc status=none
+	u1=$(used_bytes "$T/r.vhdx")
+	cmp "$MNT/r.raw" "$T/ref.raw"
+	vf_umount "$MNT"
+	oracle "$T/r.vhdx" "$T/ref.raw"
+	GREW=$((u1 - u0))
+}
+
+@test "a new block takes its whole extent on the host; with -o sparse only what is written" {
+	require_cmd qemu-img
+	if ! fallocate -l 1M "$T/probe" 2>/dev/null; then
+		skip "the file system of $T has no fallocate"
+	fi
+	reserve_case
+	echo "# default: a 4 KiB write into a new 8 MiB block took $GREW bytes on the host" >&3
+	[ "$GREW" -ge $((8 * MiB)) ]
+	reserve_case -o sparse
+	echo "# -o sparse: $GREW bytes" >&3
+	[ "$GREW" -le $((1 * MiB)) ]
+}

@@ -63,6 +63,14 @@ typedef void (*vhdx_msg_fn)(void *opaque, enum vhdx_msg_level level,
  * bat_eager_max reads it on demand, a segment at a time (see bat_eager_max).
  */
 #define VHDX_OPEN_FULL_BAT 0x4u
+/*
+ * Do not reserve the space of newly allocated payload blocks (the io
+ * table's allocate op): the image file stays sparse, taking room only for
+ * what is written.  Without it a new block's whole extent is reserved as
+ * Hyper-V does: fewer host fragments, and a full host file system fails the
+ * write that allocates instead of the later writeback of its data.
+ */
+#define VHDX_OPEN_SPARSE 0x8u
 
 /*
  * How the library opens the parent files of a differencing image.  open

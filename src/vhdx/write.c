@@ -3,8 +3,9 @@
  * blocks, allocation of new blocks at the end of the file, and the flush
  * that makes data and metadata durable.
  *
- * Ordering: a new block's space is made part of the file (ftruncate, which
- * reads as zeros) before its BAT entry is published in memory; BAT sectors
+ * Ordering: a new block's space is made part of the file (reserved with the
+ * allocate op unless VHDX_OPEN_SPARSE, then ftruncate; both read as zeros)
+ * before its BAT entry is published in memory; BAT sectors
  * are journaled only by vhdx_journal_commit, after a flush of the data, so
  * no on-disk metadata ever points at space that is not durable.
  */
@@ -141,6 +142,17 @@ static int alloc_block(struct vhdx_image *img, uint64_t pb, uint64_t *entry)
 		return -EFBIG;
 	}
 	if (end) {
+		/*
+		 * Reserve the whole block: one host extent instead of one per
+		 * scattered write, and ENOSPC here rather than at writeback.
+		 * On failure nothing is published; alloc_end stays, so the
+		 * next allocation tries the same place.
+		 */
+		if (img->io.allocate && !(img->flags & VHDX_OPEN_SPARSE)) {
+			ret = img->io.allocate(img->io.opaque, off, end - off);
+			if (ret < 0)
+				return ret;
+		}
 		ret = img->io.truncate(img->io.opaque, end);
 		if (ret < 0)
 			return ret;

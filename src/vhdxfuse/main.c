@@ -181,6 +181,8 @@ static int vf_open_vhdx(struct vf_fs *fs, const struct vf_options *opts)
 	vhdx_io_fd_init(&io, &fs->fd);
 	memset(&vopts, 0, sizeof(vopts));
 	vopts.flags = fs->ro ? VHDX_OPEN_RDONLY : 0;
+	if (opts->sparse)
+		vopts.flags |= VHDX_OPEN_SPARSE;
 	vopts.msg = vf_log_vhdx;
 	vopts.msg_opaque = (void *)fs->image;
 	vopts.path = fs->image;

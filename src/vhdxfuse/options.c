@@ -57,6 +57,7 @@ static const struct fuse_opt vf_opt_spec[] = {
     VF_OPT("parent=%s", parent, 0),
     VF_OPT("writeback_cache", no_wbc, 0),
     VF_OPT("no_writeback_cache", no_wbc, 1),
+    VF_OPT("sparse", sparse, 1),
 
     /* fstab words for mount(8); x-* and comment= in vf_opt_proc() */
     FUSE_OPT_KEY("auto", FUSE_OPT_KEY_DISCARD),
@@ -306,6 +307,10 @@ void vf_print_help(const char *progname)
 	    "                           background (default when read-write)\n"
 	    "    -o no_writeback_cache  every write(2) reaches the image "
 	    "before it returns\n"
+	    "    -o sparse              new blocks take host space only where "
+	    "written\n"
+	    "                           (default: their whole extent is "
+	    "reserved)\n"
 	    "    -o parent=PATH         parent of a differencing image, "
 	    "instead "
 	    "of the\n"

@@ -38,6 +38,7 @@ struct vf_options {
 	int uid_set, gid_set;
 	int ro;		 /* -o ro / -r; the last of ro and rw wins */
 	int no_wbc;	 /* -o no_writeback_cache */
+	int sparse;	 /* -o sparse */
 	int fsname_set;	 /* the user gave -o fsname= */
 	int subtype_set; /* the user gave -o subtype= */
 	int show_help;

@@ -1,7 +1,8 @@
 /*
  * test_discard.c - vhdx_zero (fmt §8.3, §10.5): zeroing and discarding
  * ranges of dynamic, fixed and differencing images made by vhdx_create in
- * memory, and of one on a real file through the fd backend.
+ * memory, and of one on a real file through the fd backend; and the space
+ * a new block takes (the allocate op, VHDX_OPEN_SPARSE).
  *
  * Every test keeps its own model of what the disk must read (the pattern
  * it wrote, zeros where it zeroed) and of each block's state, and compares
@@ -1059,6 +1060,101 @@ out:
 	zb.m = NULL;
 }
 
+/* ---- reserving a new block's space: the allocate op ---- */
+
+static struct {
+	int ret;	   /* what the next calls return */
+	int n;		   /* calls */
+	uint64_t off, len; /* of the last call */
+} ra;
+
+static int ra_allocate(void *opaque, uint64_t off, uint64_t len)
+{
+	(void)opaque;
+	ra.n++;
+	ra.off = off;
+	ra.len = len;
+	return ra.ret;
+}
+
+/*
+ * A new block's whole extent is reserved before the block is used; when
+ * that fails the write fails and nothing changes, and the next try takes
+ * the same place.  VHDX_OPEN_SPARSE reserves nothing.
+ */
+TEST(reserve_callback)
+{
+	struct mem_io *m = mem_io_new();
+	struct model md = {0};
+	struct vhdx_image *img = NULL;
+	struct vhdx_io io;
+	uint64_t size0, size1, off5;
+	uint8_t buf[4096];
+
+	memset(&ra, 0, sizeof(ra));
+	mem_io_ops(&io, m);
+	io.allocate = ra_allocate;
+	if (!model_init(&md, 8 * MiB, NP) ||
+	    !create_m(m, VHDX_TYPE_DYNAMIC, 8 * MiB, NULL) ||
+	    !open_io(m, &io, 0, &img) ||
+	    !write_pat(img, &md, 0x1000, 0x1000, SEED_A)) /* starts the log */
+		goto out;
+	md.state[0] = FP;
+
+	/* a write into block 2: its whole extent, where it then lies */
+	ra.n = 0;
+	if (!write_pat(img, &md, 2 * MiB + 0x3000, 0x1000, SEED_A))
+		goto out;
+	md.state[2] = FP;
+	CHECK_EQ_INT(ra.n, 1);
+	CHECK_EQ_U64(ra.len, BS);
+	CHECK_EQ_U64(ra.off, file_offset_of(img, 2 * MiB));
+	/* into the same block again: nothing more */
+	if (!write_pat(img, &md, 2 * MiB + 0x9000, 0x1000, SEED_B))
+		goto out;
+	CHECK_EQ_INT(ra.n, 1);
+
+	/* the host is full: the write fails, block 5 stays unallocated */
+	ra.ret = -ENOSPC;
+	ra.n = 0;
+	size0 = mem_io_get_size(m);
+	memset(buf, 0x5A, sizeof(buf));
+	CHECK_EQ_INT(vhdx_write(img, buf, sizeof(buf), 5 * MiB), -ENOSPC);
+	CHECK_EQ_INT(ra.n, 1);
+	off5 = ra.off;
+	CHECK_EQ_U64(mem_io_get_size(m), size0);
+	verify(img, &md, "after ENOSPC");
+	/* room again: the same place */
+	ra.ret = 0;
+	ra.n = 0;
+	if (!write_pat(img, &md, 5 * MiB, 0x1000, SEED_A))
+		goto out;
+	md.state[5] = FP;
+	CHECK_EQ_INT(ra.n, 1);
+	CHECK_EQ_U64(ra.off, off5);
+	CHECK_EQ_U64(file_offset_of(img, 5 * MiB), off5);
+	size1 = mem_io_get_size(m);
+	CHECK_EQ_U64(size1, off5 + BS);
+	close_reopen_verify(&img, m, &md, "reserved blocks, reopened");
+	vhdx_close(img);
+	img = NULL;
+
+	/* VHDX_OPEN_SPARSE: a new block is not reserved */
+	if (!open_io(m, &io, VHDX_OPEN_SPARSE, &img))
+		goto out;
+	ra.n = 0;
+	if (!write_pat(img, &md, 7 * MiB + 0x100, 0x200, SEED_B))
+		goto out;
+	md.state[7] = FP;
+	CHECK_EQ_INT(ra.n, 0);
+	CHECK_EQ_U64(mem_io_get_size(m), size1 + BS);
+	close_reopen_verify(&img, m, &md, "sparse block, reopened");
+out:
+	vhdx_close(img);
+	model_free(&md);
+	mem_io_free(m);
+}
+
 /* ---- a real file: fallocate through the fd backend ---- */
 
 struct tmp {
@@ -1257,6 +1353,89 @@ out:
 	model_free(&md);
 }
 
+/* Bytes the file takes on its file system. */
+static int64_t used_bytes(int fd)
+{
+	struct stat st;
+
+	if (!CHECK_EQ_INT(fstat(fd, &st), 0))
+		return -1;
+	return (int64_t)st.st_blocks * 512;
+}
+
+/*
+ * Through the fd backend a new block takes its whole extent on the host
+ * (fallocate); with VHDX_OPEN_SPARSE only what is written.
+ */
+TEST(fd_reserve)
+{
+	const uint64_t vsize = 8 * MiB;
+	struct vhdx_create_opts co = {.type = VHDX_TYPE_DYNAMIC,
+				      .virtual_size = vsize,
+				      .block_size = BS,
+				      .logical_sector = 512};
+	struct tmp t;
+	struct model md = {0};
+	struct vhdx_image *img = NULL;
+	struct vhdx_io io;
+	const char *why;
+	int64_t u0, u1;
+	int fd = -1;
+
+	if (!tmp_make(&t) || !model_init(&md, vsize, NP))
+		goto out;
+	why = holes_unsupported(t.probe);
+	fd = open(t.img, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (!CHECK(fd >= 0))
+		goto out;
+	vhdx_io_fd_init(&io, &fd);
+	if (!CHECK_EQ_INT(vhdx_create(&io, &co), 0) ||
+	    !open_fd(&fd, &io, t.img, 0, &img) ||
+	    !write_pat(img, &md, 0, 0x1000, SEED_A)) /* starts the log */
+		goto out;
+	md.state[0] = FP;
+	u0 = used_bytes(fd);
+	if (!write_pat(img, &md, 3 * MiB + 0x8000, 0x1000, SEED_A))
+		goto out;
+	md.state[3] = FP;
+	u1 = used_bytes(fd);
+	unit_note("a 4 KiB write into a new 1 MiB block: %lld bytes more on "
+		  "the host",
+		  (long long)(u1 - u0));
+	if (!why)
+		CHECK(u1 - u0 >= (int64_t)BS);
+	if (!CHECK_EQ_INT(vhdx_close(img), 0))
+		goto out;
+	img = NULL;
+
+	if (!open_fd(&fd, &io, t.img, VHDX_OPEN_SPARSE, &img) ||
+	    !write_pat(img, &md, 0x2000, 0x1000, SEED_B)) /* starts the log */
+		goto out;
+	u0 = used_bytes(fd);
+	if (!write_pat(img, &md, 6 * MiB + 0x8000, 0x1000, SEED_B))
+		goto out;
+	md.state[6] = FP;
+	u1 = used_bytes(fd);
+	unit_note("the same with VHDX_OPEN_SPARSE: %lld bytes more",
+		  (long long)(u1 - u0));
+	if (!why)
+		CHECK(u1 - u0 <= (int64_t)(BS / 4));
+	verify(img, &md, "fd backend, sparse");
+	if (!CHECK_EQ_INT(vhdx_close(img), 0))
+		goto out;
+	img = NULL;
+	if (open_fd(&fd, &io, t.img, VHDX_OPEN_RDONLY, &img))
+		verify(img, &md, "fd backend, reserved and sparse, reopened");
+	if (why)
+		unit_skip(why);
+out:
+	vhdx_close(img);
+	if (fd >= 0)
+		close(fd);
+	tmp_remove(&t);
+	model_free(&md);
+}
+
 int main(void)
 {
 	RUN_TEST(dynamic_zero);
@@ -1267,6 +1446,8 @@ int main(void)
 	RUN_TEST(differencing_partial);
 	RUN_TEST(refused_and_clipped);
 	RUN_TEST(zero_callback);
+	RUN_TEST(reserve_callback);
 	RUN_TEST(fd_backend);
+	RUN_TEST(fd_reserve);
 	return unit_done();
 }
