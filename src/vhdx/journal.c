@@ -6,7 +6,8 @@
  * is applied in place right after it is flushed.  Before an entry is
  * written, the previous entry's in-place writes are flushed, so the newest
  * valid entry always describes the current on-disk metadata and replaying it
- * is harmless.  When the ring is full the LogGuid is rotated, which makes
+ * is harmless.  When the ring is full (its last two sectors stay unused,
+ * see commit_entry) the LogGuid is rotated, which makes
  * every older entry invalid at once; the log is therefore never overwritten
  * in place under a live GUID, and a torn entry cannot expose a stale one.
  */
@@ -17,6 +18,9 @@
 
 /* Descriptors in one entry: fills the first descriptor sector. */
 #define JOURNAL_MAX_DESC 126u
+
+/* Bytes at the end of the log that no entry reaches (see commit_entry). */
+#define VHDX_LOG_TAIL_ROOM (2 * VHDX_LOG_SECTOR_SIZE)
 
 void vhdx_set_broken(struct vhdx_image *img, int err, const char *what)
 {
@@ -150,9 +154,19 @@ static int commit_entry(struct vhdx_image *img, const uint64_t *sectors,
 	uint64_t len = (uint64_t)(n + 1) * VHDX_LOG_SECTOR_SIZE;
 	int ret;
 
-	if (len > img->log_length)
+	if (len + VHDX_LOG_TAIL_ROOM > img->log_length)
 		return -ENOSPC; /* cannot happen: 1 MiB log, 127 sectors */
-	if (!img->log_active || img->log_pos + len > img->log_length) {
+	/*
+	 * No entry ends in the last VHDX_LOG_TAIL_ROOM bytes of the log.
+	 * QEMU's search for the active sequence (qemu-img 7.2, Debian 12)
+	 * scans from offset 0 and stops only once its read position wraps
+	 * below where the scan started; a run of entries from offset 0 that
+	 * ends one sector before the end, or at the end with a torn entry,
+	 * brings it back to exactly 0, and qemu-img then loops forever on the
+	 * image a crash left.  With two sectors to spare it never does.
+	 */
+	if (!img->log_active ||
+	    img->log_pos + len + VHDX_LOG_TAIL_ROOM > img->log_length) {
 		ret = log_rotate(img);
 		if (ret < 0)
 			return ret;

@@ -1383,7 +1383,9 @@ static int qemu_check(struct round *rd, struct cow_io *cow,
 		goto out;
 	}
 	snprintf(cmd, sizeof(cmd),
-		 "qemu-img check -q -r all -f vhdx '%s' >/dev/null 2>&1", img);
+		 "timeout 120 qemu-img check -q -r all -f vhdx '%s' >/dev/null "
+		 "2>&1",
+		 img);
 	st = run_cmd(cmd);
 	if (st != 0) {
 		snprintf(why, whylen, "qemu-img check -r all exited with %d",
@@ -2234,6 +2236,106 @@ static int parse_args(int argc, char **argv)
 	return 0;
 }
 
+/* ---- the log's last sectors ---- */
+
+/*
+ * One session commits entry after entry (the first of 3 sectors, the rest
+ * of 2, as in a crash that stops the daemon at any point): no entry may
+ * end in the last two sectors of the log, where qemu-img's search for the
+ * active sequence loops forever (journal.c, commit_entry).  Checked on
+ * the log itself after every commit, and by qemu-img on the states where
+ * the ring is nearly full, with a time limit.
+ */
+TEST(log_tail_room)
+{
+	const char *tmp = getenv("TMPDIR");
+	struct vhdx_create_opts co = {.type = VHDX_TYPE_DYNAMIC,
+				      .virtual_size = 1ull << 30,
+				      .block_size = 1u << 20,
+				      .logical_sector = 512};
+	struct vhdx_open_opts oo = {.path = "log_tail_room.vhdx"};
+	struct vhdx_image *img = NULL;
+	struct vhdx_io io;
+	char path[300], cmd[600];
+	uint8_t buf[4096], hdr[64];
+	uint64_t end_max = 0, L = 0;
+	unsigned int rotations = 0, qemu_runs = 0;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/test_crash_log.XXXXXX",
+		 tmp && *tmp && !strchr(tmp, '\'') ? tmp : "/tmp");
+	fd = mkstemp(path);
+	if (!CHECK(fd >= 0))
+		return;
+	vhdx_io_fd_init(&io, &fd);
+	if (!CHECK_EQ_INT(vhdx_create(&io, &co), 0) ||
+	    !CHECK_EQ_INT(vhdx_open(&img, &io, &oo), 0))
+		goto out;
+	memset(buf, 0x77, sizeof(buf));
+	for (unsigned int c = 0; c < 300; c++) {
+		uint64_t prev_pos = img->log_pos, end, guid_pos;
+
+		/* commit 0 changes BAT sectors 0 and 1, the others sector 0 */
+		if (c == 0 && !CHECK_EQ_INT(vhdx_write(img, buf, sizeof(buf),
+						       600ull << 20),
+					    sizeof(buf)))
+			break;
+		if (!CHECK_EQ_INT(
+			vhdx_write(img, buf, sizeof(buf), (uint64_t)c << 20),
+			sizeof(buf)) ||
+		    !CHECK_EQ_INT(vhdx_flush(img), 0))
+			break;
+		L = img->log_length;
+		end = img->log_pos;
+		if (end < prev_pos)
+			rotations++;
+		/* the newest entry as stored: ends where the next will start */
+		guid_pos = end - (c == 0 ? 3 : 2) * VHDX_LOG_SECTOR_SIZE;
+		if (!CHECK_EQ_INT(pread(fd, hdr, sizeof(hdr),
+					(off_t)(img->log_offset + guid_pos)),
+				  sizeof(hdr)) ||
+		    !CHECK_EQ_MEM(hdr, "loge", 4) ||
+		    !CHECK_EQ_MEM(hdr + VHDX_LE_LOG_GUID, img->log_guid, 16))
+			break;
+		if (end > end_max)
+			end_max = end;
+		/* the states qemu-img looped on: the ring all but full */
+		if (have_qemu && end + 6 * VHDX_LOG_SECTOR_SIZE >= L) {
+			int st;
+
+			snprintf(cmd, sizeof(cmd),
+				 "timeout 60 qemu-img check -q -f vhdx '%s' "
+				 ">/dev/null 2>&1",
+				 path);
+			st = run_cmd(cmd);
+			qemu_runs++;
+			if (!CHECK(st != 124))
+				unit_note("commit %u: qemu-img check ran for "
+					  "60 s on the open image (log up to "
+					  "0x%llx)",
+					  c, (unsigned long long)end);
+		}
+		if (!CHECK(end + 2 * VHDX_LOG_SECTOR_SIZE <= L)) {
+			unit_note("commit %u: an entry ends at log offset "
+				  "0x%llx of 0x%llx",
+				  c, (unsigned long long)end,
+				  (unsigned long long)L);
+			break;
+		}
+	}
+	unit_note("log 0x%llx bytes: entries ended at most at 0x%llx; %u "
+		  "rotations; qemu-img ran %u times",
+		  (unsigned long long)L, (unsigned long long)end_max, rotations,
+		  qemu_runs);
+	CHECK(rotations >= 1);
+	if (!have_qemu)
+		unit_note("qemu-img not used (not installed, or --qemu 0)");
+out:
+	vhdx_close(img);
+	close(fd);
+	unlink(path);
+}
+
 int main(int argc, char **argv)
 {
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -2256,6 +2358,7 @@ int main(int argc, char **argv)
 	if (opt.round < 0) {
 		RUN_TEST(fault_injection);
 		RUN_TEST(replay_faults);
+		RUN_TEST(log_tail_room);
 	}
 	printf("crash states: %lu checked, %lu failed\n", tot.states,
 	       tot.failed);
