@@ -1355,6 +1355,33 @@ static int run_cmd(const char *cmd)
 	return st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+/* A new empty file in $TMPDIR (or /tmp) named after stem: its fd, or -1. */
+static int tmp_file(char *path, size_t len, const char *stem)
+{
+	const char *tmp = getenv("TMPDIR");
+
+	snprintf(path, len, "%s/%s.XXXXXX",
+		 tmp && *tmp && !strchr(tmp, '\'') ? tmp : "/tmp", stem);
+	return mkstemp(path);
+}
+
+/*
+ * qemu-img check of img (with -r all: replaying its log), silenced and
+ * limited to QEMU_LIMIT seconds: its exit status, 124 if it ran out of time.
+ * (qemu-img 7.2 looped forever on some crash states, see journal.c.)
+ */
+#define QEMU_LIMIT 120
+
+static int qemu_img_check(const char *img, bool repair)
+{
+	char cmd[512];
+
+	snprintf(cmd, sizeof(cmd),
+		 "timeout %d qemu-img check -q %s-f vhdx '%s' >/dev/null 2>&1",
+		 QEMU_LIMIT, repair ? "-r all " : "", img);
+	return run_cmd(cmd);
+}
+
 /*
  * Let qemu-img replay the log of the crash state (check -r all opens it
  * read-write), check it, convert it to raw, and check the raw disk.  QEMU
@@ -1363,15 +1390,12 @@ static int run_cmd(const char *cmd)
 static int qemu_check(struct round *rd, struct cow_io *cow,
 		      const struct expect *e, char *why, size_t whylen)
 {
-	const char *tmp = getenv("TMPDIR");
 	char img[256], cmd[1024], raw[300];
 	struct raw_file rf = {NULL};
 	struct reader rdr = {.read = read_raw, .ctx = &rf};
 	int fd, st, ret = -1, n;
 
-	snprintf(img, sizeof(img), "%s/test_crash.XXXXXX",
-		 tmp && *tmp && !strchr(tmp, '\'') ? tmp : "/tmp");
-	fd = mkstemp(img);
+	fd = tmp_file(img, sizeof(img), "test_crash");
 	if (fd < 0) {
 		snprintf(why, whylen, "mkstemp: %s", strerror(errno));
 		return -1;
@@ -1382,11 +1406,7 @@ static int qemu_check(struct round *rd, struct cow_io *cow,
 		snprintf(why, whylen, "saving the image failed");
 		goto out;
 	}
-	snprintf(cmd, sizeof(cmd),
-		 "timeout 120 qemu-img check -q -r all -f vhdx '%s' >/dev/null "
-		 "2>&1",
-		 img);
-	st = run_cmd(cmd);
+	st = qemu_img_check(img, true);
 	if (st != 0) {
 		snprintf(why, whylen, "qemu-img check -r all exited with %d",
 			 st);
@@ -2248,7 +2268,6 @@ static int parse_args(int argc, char **argv)
  */
 TEST(log_tail_room)
 {
-	const char *tmp = getenv("TMPDIR");
 	struct vhdx_create_opts co = {.type = VHDX_TYPE_DYNAMIC,
 				      .virtual_size = 1ull << 30,
 				      .block_size = 1u << 20,
@@ -2256,15 +2275,13 @@ TEST(log_tail_room)
 	struct vhdx_open_opts oo = {.path = "log_tail_room.vhdx"};
 	struct vhdx_image *img = NULL;
 	struct vhdx_io io;
-	char path[300], cmd[600];
+	char path[300];
 	uint8_t buf[4096], hdr[64];
 	uint64_t end_max = 0, L = 0;
 	unsigned int rotations = 0, qemu_runs = 0;
 	int fd;
 
-	snprintf(path, sizeof(path), "%s/test_crash_log.XXXXXX",
-		 tmp && *tmp && !strchr(tmp, '\'') ? tmp : "/tmp");
-	fd = mkstemp(path);
+	fd = tmp_file(path, sizeof(path), "test_crash_log");
 	if (!CHECK(fd >= 0))
 		return;
 	vhdx_io_fd_init(&io, &fd);
@@ -2301,19 +2318,15 @@ TEST(log_tail_room)
 			end_max = end;
 		/* the states qemu-img looped on: the ring all but full */
 		if (have_qemu && end + 6 * VHDX_LOG_SECTOR_SIZE >= L) {
-			int st;
+			int st = qemu_img_check(path, false);
 
-			snprintf(cmd, sizeof(cmd),
-				 "timeout 60 qemu-img check -q -f vhdx '%s' "
-				 ">/dev/null 2>&1",
-				 path);
-			st = run_cmd(cmd);
 			qemu_runs++;
 			if (!CHECK(st != 124))
 				unit_note("commit %u: qemu-img check ran for "
-					  "60 s on the open image (log up to "
+					  "%d s on the open image (log up to "
 					  "0x%llx)",
-					  c, (unsigned long long)end);
+					  c, QEMU_LIMIT,
+					  (unsigned long long)end);
 		}
 		if (!CHECK(end + 2 * VHDX_LOG_SECTOR_SIZE <= L)) {
 			unit_note("commit %u: an entry ends at log offset "
