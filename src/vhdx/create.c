@@ -45,6 +45,7 @@ static int check_opts(const struct vhdx_create_opts *o, struct layout *l,
 	uint32_t pss = o->physical_sector ? o->physical_sector : 4096;
 	uint64_t log = o->log_size ? o->log_size : MiB;
 	const char *why = vhdx_geom_problem(o->virtual_size, bs, lss);
+	uint8_t creator16[VHDX_FILE_ID_CREATOR_LEN - 2];
 
 	if (!why && pss != 512 && pss != 4096)
 		why = "physical sector size must be 512 or 4096";
@@ -61,6 +62,10 @@ static int check_opts(const struct vhdx_create_opts *o, struct layout *l,
 	     vhdx_guid_is_zero(o->parent_linkage)))
 		why = "a differencing image needs the parent's path and "
 		      "DataWriteGuid";
+	if (!why && o->creator && *o->creator &&
+	    !vhdx_utf8_to_utf16(o->creator, creator16, sizeof(creator16)))
+		why = "the creator string must be valid UTF-8 of at most 255 "
+		      "UTF-16 code units";
 	if (why) {
 		vhdx_err(sink, "%s", why);
 		return -EINVAL;
@@ -79,20 +84,15 @@ static int check_opts(const struct vhdx_create_opts *o, struct layout *l,
 	return 0;
 }
 
-static void put_utf16(uint8_t *out, size_t max, const char *s)
-{
-	for (size_t i = 0; s[i] && 2 * i + 2 <= max; i++)
-		le16_put(out + 2 * i, (uint8_t)s[i]);
-}
-
 static void build_headers(uint8_t *sec, const struct layout *l,
 			  const char *creator)
 {
 	uint8_t fwg[16], dwg[16];
 
 	memcpy(sec, VHDX_FILE_ID_SIG, 8);
-	put_utf16(sec + VHDX_FILE_ID_CREATOR, VHDX_FILE_ID_CREATOR_LEN,
-		  creator);
+	/* checked by check_opts: valid, and leaves room for a NUL */
+	vhdx_utf8_to_utf16(creator, sec + VHDX_FILE_ID_CREATOR,
+			   VHDX_FILE_ID_CREATOR_LEN - 2);
 	vhdx_guid_generate(fwg);
 	vhdx_guid_generate(dwg);
 	for (int i = 0; i < 2; i++) {
@@ -149,54 +149,6 @@ static uint32_t add_item(uint8_t *m, unsigned int idx, const uint8_t *guid,
 	return off + len;
 }
 
-/* UTF-8 to UTF-16LE; returns bytes written, 0 on invalid or too long. */
-static size_t utf8_to_utf16(const char *s, uint8_t *out, size_t max)
-{
-	const unsigned char *p = (const unsigned char *)s;
-	size_t o = 0;
-
-	while (*p) {
-		uint32_t c;
-		int more;
-
-		if (*p < 0x80) {
-			c = *p;
-			more = 0;
-		} else if ((*p & 0xE0) == 0xC0) {
-			c = *p & 0x1F;
-			more = 1;
-		} else if ((*p & 0xF0) == 0xE0) {
-			c = *p & 0x0F;
-			more = 2;
-		} else if ((*p & 0xF8) == 0xF0) {
-			c = *p & 0x07;
-			more = 3;
-		} else {
-			return 0;
-		}
-		p++;
-		for (; more; more--, p++) {
-			if ((*p & 0xC0) != 0x80)
-				return 0;
-			c = c << 6 | (*p & 0x3F);
-		}
-		if (c >= 0x10000) {
-			if (o + 4 > max)
-				return 0;
-			c -= 0x10000;
-			le16_put(out + o, (uint16_t)(0xD800 | c >> 10));
-			le16_put(out + o + 2, (uint16_t)(0xDC00 | (c & 0x3FF)));
-			o += 4;
-		} else {
-			if (o + 2 > max)
-				return 0;
-			le16_put(out + o, (uint16_t)c);
-			o += 2;
-		}
-	}
-	return o;
-}
-
 /* The parent locator item (fmt §6.3); returns its length, 0 on error. */
 static uint32_t build_locator(uint8_t *pl, size_t max,
 			      const struct vhdx_create_opts *o)
@@ -219,10 +171,10 @@ static uint32_t build_locator(uint8_t *pl, size_t max,
 	le16_put(pl + VHDX_PL_KEY_VALUE_COUNT, (uint16_t)n);
 	for (unsigned int i = 0; i < n; i++) {
 		uint8_t *e = pl + VHDX_PL_HEADER_SIZE + i * VHDX_PL_ENTRY_SIZE;
-		size_t kl = utf8_to_utf16(keys[i], pl + off, max - off);
-		size_t vl =
-		    kl ? utf8_to_utf16(vals[i], pl + off + kl, max - off - kl)
-		       : 0;
+		size_t kl = vhdx_utf8_to_utf16(keys[i], pl + off, max - off);
+		size_t vl = kl ? vhdx_utf8_to_utf16(vals[i], pl + off + kl,
+						    max - off - kl)
+			       : 0;
 
 		if (!kl || !vl || vl > 0xFFFF)
 			return 0;

@@ -7,39 +7,6 @@
 
 #include "internal.h"
 
-/* Convert the UTF-16LE creator string to UTF-8 for display. */
-static void creator_to_utf8(const uint8_t *u16, size_t u16len, char *out,
-			    size_t outlen)
-{
-	size_t o = 0;
-
-	for (size_t i = 0; i + 1 < u16len; i += 2) {
-		uint32_t c = le16_get(u16 + i);
-
-		if (c == 0)
-			break;
-		if (c >= 0xD800 && c <= 0xDFFF)
-			c = '?'; /* surrogates: diagnostic text only */
-		if (c < 0x80) {
-			if (o + 1 >= outlen)
-				break;
-			out[o++] = (c >= 0x20 && c != 0x7F) ? (char)c : '?';
-		} else if (c < 0x800) {
-			if (o + 2 >= outlen)
-				break;
-			out[o++] = (char)(0xC0 | (c >> 6));
-			out[o++] = (char)(0x80 | (c & 0x3F));
-		} else {
-			if (o + 3 >= outlen)
-				break;
-			out[o++] = (char)(0xE0 | (c >> 12));
-			out[o++] = (char)(0x80 | ((c >> 6) & 0x3F));
-			out[o++] = (char)(0x80 | (c & 0x3F));
-		}
-	}
-	out[o] = '\0';
-}
-
 int vhdx_read_file_id(struct vhdx_image *img)
 {
 	uint8_t buf[8 + VHDX_FILE_ID_CREATOR_LEN];
@@ -63,8 +30,10 @@ int vhdx_read_file_id(struct vhdx_image *img)
 			      "at offset 0: not a VHDX image");
 		return -EINVAL;
 	}
-	creator_to_utf8(buf + VHDX_FILE_ID_CREATOR, VHDX_FILE_ID_CREATOR_LEN,
-			img->creator, sizeof(img->creator));
+	/* diagnostic text only: stop at a NUL, show what is not text as '?' */
+	vhdx_utf16_decode(buf + VHDX_FILE_ID_CREATOR, VHDX_FILE_ID_CREATOR_LEN,
+			  VHDX_U16_STOP_NUL | VHDX_U16_PRINTABLE, img->creator,
+			  sizeof(img->creator));
 	return 0;
 }
 

@@ -146,49 +146,6 @@ static const char *meta_name(const uint8_t *guid, uint32_t flags)
 	return NULL;
 }
 
-/*
- * UTF-16LE (len bytes, even) to a new NUL-terminated UTF-8 string; unpaired
- * surrogates and NULs become '?'.  NULL if out of memory.
- */
-static char *utf16_to_utf8(const uint8_t *s, size_t len)
-{
-	char *out = malloc(len / 2 * 3 + 1);
-	size_t o = 0;
-
-	if (!out)
-		return NULL;
-	for (size_t i = 0; i + 1 < len; i += 2) {
-		uint32_t c = le16_get(s + i);
-
-		if (c >= 0xD800 && c < 0xDC00 && i + 3 < len &&
-		    le16_get(s + i + 2) >= 0xDC00 &&
-		    le16_get(s + i + 2) < 0xE000) {
-			c = 0x10000 + ((c - 0xD800) << 10) +
-			    (le16_get(s + i + 2) - 0xDC00);
-			i += 2;
-		} else if ((c >= 0xD800 && c < 0xE000) || c == 0) {
-			c = '?';
-		}
-		if (c < 0x80) {
-			out[o++] = (char)c;
-		} else if (c < 0x800) {
-			out[o++] = (char)(0xC0 | (c >> 6));
-			out[o++] = (char)(0x80 | (c & 0x3F));
-		} else if (c < 0x10000) {
-			out[o++] = (char)(0xE0 | (c >> 12));
-			out[o++] = (char)(0x80 | ((c >> 6) & 0x3F));
-			out[o++] = (char)(0x80 | (c & 0x3F));
-		} else {
-			out[o++] = (char)(0xF0 | (c >> 18));
-			out[o++] = (char)(0x80 | ((c >> 12) & 0x3F));
-			out[o++] = (char)(0x80 | ((c >> 6) & 0x3F));
-			out[o++] = (char)(0x80 | (c & 0x3F));
-		}
-	}
-	out[o] = '\0';
-	return out;
-}
-
 /* A key or value of the locator: in bounds, non-empty, even length. */
 static bool locator_span_ok(uint32_t off, uint16_t len, uint32_t item_len)
 {
@@ -221,8 +178,8 @@ static int parse_locator(struct vhdx_description *d, const uint8_t *pl,
 		if (!locator_span_ok(ko, kl, len) ||
 		    !locator_span_ok(vo, vl, len))
 			return 0;
-		kv->key = utf16_to_utf8(pl + ko, kl);
-		kv->value = utf16_to_utf8(pl + vo, vl);
+		kv->key = vhdx_utf16_to_utf8(pl + ko, kl, 0);
+		kv->value = vhdx_utf16_to_utf8(pl + vo, vl, 0);
 		d->n_locator = i + 1u;
 		if (!kv->key || !kv->value)
 			return -ENOMEM;

@@ -30,6 +30,29 @@ uint32_t vhdx_crc32c(const void *buf, size_t len);
  */
 uint32_t vhdx_crc32c_skip(const uint8_t *buf, size_t len, size_t csum_off);
 
+/* ---- text (utf16.c): UTF-16LE in the image, UTF-8 everywhere else ---- */
+
+#define VHDX_U16_STRICT	   0x1u /* fail on odd length, NUL, lone surrogate */
+#define VHDX_U16_STOP_NUL  0x2u /* a NUL ends the text (else '?', or fails) */
+#define VHDX_U16_PRINTABLE 0x4u /* control characters become '?' */
+
+/*
+ * Decode len bytes of UTF-16LE into out (outlen bytes, NUL-terminated).
+ * Without VHDX_U16_STRICT, unpaired surrogates and NULs become '?' and text
+ * that does not fit is cut at a whole character.  Returns the length of
+ * the UTF-8 text, or -1 (strict: invalid or does not fit; out is "").
+ */
+long vhdx_utf16_decode(const uint8_t *s, size_t len, unsigned int flags,
+		       char *out, size_t outlen);
+/* The same into a new string (free it); NULL if invalid (strict) or no
+ * memory. */
+char *vhdx_utf16_to_utf8(const uint8_t *s, size_t len, unsigned int flags);
+/*
+ * Valid UTF-8 (no overlong forms, no surrogates) to UTF-16LE, without a
+ * terminator; returns the bytes written, 0 if invalid or over max bytes.
+ */
+size_t vhdx_utf8_to_utf16(const char *s, uint8_t *out, size_t max);
+
 /* ---- GUIDs (guid.c); 16 bytes in on-disk (mixed-endian) order ---- */
 
 #define VHDX_GUID_STR_LEN 37 /* "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx\0" */

@@ -24,51 +24,6 @@ struct locator {
 	char *linkage, *linkage2, *relative, *volume, *absolute;
 };
 
-/* UTF-16LE to UTF-8; NULL on invalid text (odd length, NUL, bad pairs). */
-static char *utf16_to_utf8(const uint8_t *p, size_t len)
-{
-	char *out = malloc(len / 2 * 3 + 1);
-	size_t o = 0;
-
-	if (!out || len % 2)
-		goto bad;
-	for (size_t i = 0; i < len; i += 2) {
-		uint32_t c = le16_get(p + i);
-
-		if (c >= 0xD800 && c <= 0xDBFF && i + 3 < len) {
-			uint32_t lo = le16_get(p + i + 2);
-
-			if (lo < 0xDC00 || lo > 0xDFFF)
-				goto bad;
-			c = 0x10000 + ((c - 0xD800) << 10) + (lo - 0xDC00);
-			i += 2;
-		} else if (c == 0 || (c >= 0xD800 && c <= 0xDFFF)) {
-			goto bad;
-		}
-		if (c < 0x80) {
-			out[o++] = (char)c;
-		} else if (c < 0x800) {
-			out[o++] = (char)(0xC0 | c >> 6);
-			out[o++] = (char)(0x80 | (c & 0x3F));
-		} else if (c < 0x10000) {
-			out[o++] = (char)(0xE0 | c >> 12);
-			out[o++] = (char)(0x80 | ((c >> 6) & 0x3F));
-			out[o++] = (char)(0x80 | (c & 0x3F));
-		} else {
-			/* 4 bytes never exceed the 3-per-unit budget: 2 units */
-			out[o++] = (char)(0xF0 | c >> 18);
-			out[o++] = (char)(0x80 | ((c >> 12) & 0x3F));
-			out[o++] = (char)(0x80 | ((c >> 6) & 0x3F));
-			out[o++] = (char)(0x80 | (c & 0x3F));
-		}
-	}
-	out[o] = '\0';
-	return out;
-bad:
-	free(out);
-	return NULL;
-}
-
 static void locator_free(struct locator *l)
 {
 	free(l->linkage);
@@ -107,8 +62,8 @@ static int locator_entry(struct vhdx_image *img, const uint8_t *pl,
 		vhdx_err(img, "parent locator: entry %u is out of bounds", i);
 		return -EINVAL;
 	}
-	key = utf16_to_utf8(pl + ko, kl);
-	val = utf16_to_utf8(pl + vo, vl);
+	key = vhdx_utf16_to_utf8(pl + ko, kl, VHDX_U16_STRICT);
+	val = vhdx_utf16_to_utf8(pl + vo, vl, VHDX_U16_STRICT);
 	if (!key || !val) {
 		vhdx_err(img, "parent locator: entry %u is not valid UTF-16",
 			 i);

@@ -79,6 +79,7 @@ static const struct option vt_convert_longopts[] = {
     {"physical-sector", required_argument, NULL, VT_OPT_PHYSICAL},
     {"log-size", required_argument, NULL, VT_OPT_LOG_SIZE},
     {"parent", required_argument, NULL, VT_OPT_PARENT},
+    {"creator", required_argument, NULL, VT_OPT_CREATOR},
     {"force", no_argument, NULL, 'f'},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},

@@ -241,6 +241,10 @@ int vt_create_arg(const char *cmd, struct vt_create_args *a, int c,
 		a->any_given = true;
 		a->parent = arg;
 		return 0;
+	case VT_OPT_CREATOR:
+		a->any_given = true;
+		a->o.creator = arg;
+		return 0;
 	default:
 		return -1;
 	}

@@ -91,7 +91,10 @@ struct vt_create_args {
 	"      --physical-sector N    512 or 4096 (default), not smaller\n"    \
 	"                             than the logical sector size\n"          \
 	"      --log-size SIZE        a multiple of 1M up to 256M "            \
-	"(default 1M)\n"
+	"(default 1M)\n"                                                       \
+	"      --creator TEXT         the creator string of the file\n"        \
+	"                             identifier (UTF-8, at most 255 UTF-16\n" \
+	"                             units; default \"vhdxfuse VERSION\")\n"
 
 /* Long options of struct vt_create_args, for getopt_long tables. */
 enum {
@@ -101,6 +104,7 @@ enum {
 	VT_OPT_LOG_SIZE,
 	VT_OPT_PARENT,
 	VT_OPT_JSON,
+	VT_OPT_CREATOR,
 };
 
 /*
