@@ -250,6 +250,13 @@ int vhdx_read_file_id(struct vhdx_image *img);
 int vhdx_read_headers(struct vhdx_image *img);
 int vhdx_log_load(struct vhdx_image *img); /* replay into the overlay */
 void vhdx_log_free(struct vhdx_image *img);
+struct vhdx_log_desc;
+/*
+ * The log as the open sees it, for vhdx_describe: every entry the open's
+ * scan finds valid, and which of them form the active sequence.  Fills the
+ * entry fields of *l; 0 or -errno.
+ */
+int vhdx_log_scan(struct vhdx_image *img, struct vhdx_log_desc *l);
 int vhdx_read_regions(struct vhdx_image *img);
 int vhdx_read_metadata(struct vhdx_image *img);
 int vhdx_read_bat(struct vhdx_image *img);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 #include "internal.h"
+#include "vhdx_inspect.h"
 
 /* The log, read whole, and what the scan needs to know about it. */
 struct log_ctx {
@@ -206,16 +207,18 @@ static long run_tail_index(const struct log_seq *run)
 
 /*
  * Find the active sequence: the complete run whose head has the highest
- * sequence number.  *any_valid says whether any valid entry was seen.
+ * sequence number.  *any_valid says whether any valid entry was seen; all,
+ * if not NULL, receives every valid entry the scan met, in log order.
  */
-static int find_active(struct log_ctx *c, struct log_seq *best, bool *any_valid)
+static int find_active(struct log_ctx *c, struct log_seq *best, bool *any_valid,
+		       struct log_seq *all)
 {
 	struct log_seq run = {0};
 	uint64_t best_seq = 0;
 	int ret = 0;
 
 	*any_valid = false;
-	for (uint64_t pos = 0; pos < c->len;) {
+	for (uint64_t pos = 0; pos < c->len && ret == 0;) {
 		ret = collect_run(c, (uint32_t)pos, &run);
 		if (ret < 0)
 			break;
@@ -234,10 +237,14 @@ static int find_active(struct log_ctx *c, struct log_seq *best, bool *any_valid)
 		}
 		/*
 		 * A run starting inside this one is a suffix of it, with the
-		 * same head: nothing better can start there.
+		 * same head: nothing better can start there.  Entries of a
+		 * run that wrapped were met before, at their own place.
 		 */
-		for (size_t i = 0; i < run.n; i++)
+		for (size_t i = 0; i < run.n && ret == 0; i++) {
+			if (all && pos < c->len)
+				ret = seq_push(all, &run.v[i]);
 			pos += run.v[i].length;
+		}
 	}
 	free(run.v);
 	if (ret == 0 && c->crc_budget == 0) {
@@ -435,7 +442,7 @@ int vhdx_log_load(struct vhdx_image *img)
 	ret = log_read(img, &c);
 	if (ret < 0)
 		goto out;
-	ret = find_active(&c, &best, &any_valid);
+	ret = find_active(&c, &best, &any_valid, NULL);
 	if (ret < 0)
 		goto out;
 	if (!best.n) {
@@ -468,6 +475,52 @@ int vhdx_log_load(struct vhdx_image *img)
 		  (unsigned long long)best.v[0].seq,
 		  (unsigned long long)best.v[best.n - 1].seq, img->ov_count);
 out:
+	free(best.v);
+	free(c.buf);
+	return ret;
+}
+
+int vhdx_log_scan(struct vhdx_image *img, struct vhdx_log_desc *l)
+{
+	struct log_ctx c = {0};
+	struct log_seq best = {0}, all = {0};
+	bool any_valid;
+	int ret;
+
+	if (vhdx_guid_is_zero(img->log_guid) || !img->log_length)
+		return 0;
+	ret = log_read(img, &c);
+	if (ret == 0)
+		ret = find_active(&c, &best, &any_valid, &all);
+	if (ret == 0 && all.n) {
+		l->entries = calloc(all.n, sizeof(*l->entries));
+		if (!l->entries)
+			ret = -ENOMEM;
+	}
+	for (size_t i = 0; ret == 0 && i < all.n; i++) {
+		const struct log_entry *e = &all.v[i];
+		struct vhdx_log_entry_desc *d = &l->entries[i];
+
+		*d = (struct vhdx_log_entry_desc){
+		    .offset = e->pos,
+		    .length = e->length,
+		    .tail = e->tail,
+		    .seq = e->seq,
+		    .descriptors = e->desc_count,
+		};
+		for (size_t k = 0; k < best.n; k++)
+			d->active |= best.v[k].pos == e->pos;
+	}
+	if (ret == 0) {
+		l->n_entries = all.n;
+		l->has_active = best.n > 0;
+		l->active_entries = best.n;
+		if (best.n) {
+			l->active_first_seq = best.v[0].seq;
+			l->active_last_seq = best.v[best.n - 1].seq;
+		}
+	}
+	free(all.v);
 	free(best.v);
 	free(c.buf);
 	return ret;

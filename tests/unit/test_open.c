@@ -16,6 +16,7 @@
 #include "msgsink.h"
 #include "unit.h"
 #include "vhdx.h"
+#include "vhdx_inspect.h"
 
 /*
  * Policy for a log holding an entry with signature 'loge' and our LogGuid
@@ -699,6 +700,57 @@ TEST(log_sequence_newest_wins)
 		verify_all(img, &im);
 		vhdx_close(img);
 	}
+out:
+	ib_free(&im);
+}
+
+/*
+ * An entry whose header and checksum are good but whose descriptor fails
+ * the open's checks (it targets the log itself) is not replayed; the
+ * description (vhdxtool info) must say the same, not call it active.
+ */
+TEST(log_description_agrees_with_open)
+{
+	struct ib_image im;
+	struct vhdx_image *img;
+	struct vhdx_description *desc;
+	struct vhdx_info info;
+	uint8_t a[4096];
+	struct ib_log_desc d = {0};
+	uint64_t off[2];
+	uint32_t len;
+
+	if (!CHECK_EQ_INT(log_base(&im, off), 0))
+		goto out;
+	bat_sector(&im, a);
+	sector_entry(a, 2, off[0] | 6);
+	d.data = a;
+	/* a good entry (seq 4), then one (seq 5) writing into the log */
+	d.file_offset = im.bat_offset;
+	len = ib_log_write_entry(&im, 0, 4, 0, &d, 1);
+	d.file_offset = im.log_offset;
+	ib_log_write_entry(&im, len, 5, 0, &d, 1);
+	ib_set_state(&im, 2, 6);
+	ib_set_state(&im, 5, 0);
+	if (!expect_opens("bad descriptor", &im, &img))
+		goto out;
+	verify_all(img, &im);
+	vhdx_get_info(img, &info);
+	CHECK_EQ_INT(info.log_replayed, 1);
+	if (CHECK_EQ_INT(vhdx_describe(img, &desc), 0)) {
+		/* only the first entry is valid, and it alone is replayed */
+		CHECK_EQ_U64(desc->log.n_entries, 1);
+		CHECK(desc->log.has_active);
+		CHECK_EQ_U64(desc->log.active_entries, 1);
+		CHECK_EQ_U64(desc->log.active_first_seq, 4);
+		CHECK_EQ_U64(desc->log.active_last_seq, 4);
+		if (desc->log.n_entries == 1) {
+			CHECK_EQ_U64(desc->log.entries[0].seq, 4);
+			CHECK(desc->log.entries[0].active);
+		}
+		vhdx_describe_free(desc);
+	}
+	vhdx_close(img);
 out:
 	ib_free(&im);
 }
@@ -1931,6 +1983,7 @@ int main(void)
 	RUN_TEST(log_sequence_newest_wins);
 	RUN_TEST(log_entry_wraps);
 	RUN_TEST(log_empty_entry);
+	RUN_TEST(log_description_agrees_with_open);
 	RUN_TEST(log_zero_descriptor);
 	RUN_TEST(log_guid_set_log_empty);
 	RUN_TEST(log_other_guid_ignored);
