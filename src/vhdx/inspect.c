@@ -146,48 +146,6 @@ static const char *meta_name(const uint8_t *guid, uint32_t flags)
 	return NULL;
 }
 
-/* A key or value of the locator: in bounds, non-empty, even length. */
-static bool locator_span_ok(uint32_t off, uint16_t len, uint32_t item_len)
-{
-	return off >= VHDX_PL_HEADER_SIZE && len > 0 && len % 2 == 0 &&
-	       (uint64_t)off + len <= item_len;
-}
-
-/* Decode the key/value table (d->locator_ok: well formed); 0 or -ENOMEM. */
-static int parse_locator(struct vhdx_description *d, const uint8_t *pl,
-			 uint32_t len)
-{
-	uint16_t n;
-
-	if (len < VHDX_PL_HEADER_SIZE)
-		return 0;
-	guid_text(pl + VHDX_PL_TYPE, d->locator_type);
-	n = le16_get(pl + VHDX_PL_KEY_VALUE_COUNT);
-	if (VHDX_PL_HEADER_SIZE + (uint64_t)n * VHDX_PL_ENTRY_SIZE > len)
-		return 0;
-	d->locator = calloc(n ? n : 1, sizeof(*d->locator));
-	if (!d->locator)
-		return -ENOMEM;
-	for (uint16_t i = 0; i < n; i++) {
-		const uint8_t *e =
-		    pl + VHDX_PL_HEADER_SIZE + (size_t)i * VHDX_PL_ENTRY_SIZE;
-		uint32_t ko = le32_get(e), vo = le32_get(e + 4);
-		uint16_t kl = le16_get(e + 8), vl = le16_get(e + 10);
-		struct vhdx_kv *kv = &d->locator[i];
-
-		if (!locator_span_ok(ko, kl, len) ||
-		    !locator_span_ok(vo, vl, len))
-			return 0;
-		kv->key = vhdx_utf16_to_utf8(pl + ko, kl, 0);
-		kv->value = vhdx_utf16_to_utf8(pl + vo, vl, 0);
-		d->n_locator = i + 1u;
-		if (!kv->key || !kv->value)
-			return -ENOMEM;
-	}
-	d->locator_ok = true;
-	return 0;
-}
-
 static int describe_locator(struct vhdx_image *img, struct vhdx_description *d,
 			    const struct vhdx_meta_desc *m)
 {
@@ -202,8 +160,15 @@ static int describe_locator(struct vhdx_image *img, struct vhdx_description *d,
 	if (!pl)
 		return -ENOMEM;
 	ret = vhdx_file_read(img, pl, m->length, img->meta_offset + m->offset);
-	if (ret == 0)
-		ret = parse_locator(d, pl, m->length);
+	if (ret == 0) {
+		guid_text(pl + VHDX_PL_TYPE, d->locator_type);
+		/* the open's decoder: what it refuses is shown as malformed */
+		ret = vhdx_locator_decode(img, pl, m->length, &d->locator,
+					  &d->n_locator);
+		d->locator_ok = ret == 0;
+		if (ret == -EINVAL)
+			ret = 0;
+	}
 	free(pl);
 	return ret;
 }
@@ -333,11 +298,7 @@ void vhdx_describe_free(struct vhdx_description *d)
 {
 	if (!d)
 		return;
-	for (size_t i = 0; i < d->n_locator; i++) {
-		free(d->locator[i].key);
-		free(d->locator[i].value);
-	}
-	free(d->locator);
+	vhdx_locator_free(d->locator, d->n_locator);
 	free(d->regions);
 	free(d->meta);
 	free(d->log.entries);

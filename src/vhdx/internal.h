@@ -300,6 +300,19 @@ static inline int vhdx_bat_get(struct vhdx_image *img, uint64_t idx,
 /* Lazy mode: load every segment (for check and describe).  0 or -errno. */
 int vhdx_bat_load_all(struct vhdx_image *img);
 
+/* ---- the parent locator's key/value table (locator.c) ---- */
+
+struct vhdx_kv;
+/*
+ * Decode the n entries of the locator item pl (len bytes): each key and
+ * value past the header, non-empty, of even length, inside the item and
+ * valid UTF-16.  On success *kv holds the pairs (vhdx_locator_free);
+ * otherwise -EINVAL (reported to img's sink) or -ENOMEM.
+ */
+int vhdx_locator_decode(const struct vhdx_image *img, const uint8_t *pl,
+			uint32_t len, struct vhdx_kv **kv, size_t *n);
+void vhdx_locator_free(struct vhdx_kv *kv, size_t n);
+
 /* ---- differencing (parent.c) ---- */
 
 /* Open the chain below img (HasParent set).  Reports what it tried. */

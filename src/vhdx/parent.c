@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 
 #include "internal.h"
+#include "vhdx_inspect.h"
 
 /* ---- the locator (fmt §6.3) ---- */
 
@@ -48,41 +49,21 @@ static char **locator_slot(struct locator *l, const char *key)
 	return NULL;
 }
 
-/* One key/value entry: bounds, even lengths, valid UTF-16. */
-static int locator_entry(struct vhdx_image *img, const uint8_t *pl,
-			 uint32_t pl_len, unsigned int i, struct locator *l)
+/* File a decoded pair under its key; unknown keys are allowed. */
+static int locator_keep(struct vhdx_image *img, struct vhdx_kv *kv,
+			struct locator *l)
 {
-	const uint8_t *e = pl + VHDX_PL_HEADER_SIZE + i * VHDX_PL_ENTRY_SIZE;
-	uint32_t ko = le32_get(e), vo = le32_get(e + 4);
-	uint16_t kl = le16_get(e + 8), vl = le16_get(e + 10);
-	char *key, *val, **slot;
+	char **slot = locator_slot(l, kv->key);
 
-	if (!ko || !vo || !kl || !vl || kl % 2 || vl % 2 ||
-	    (uint64_t)ko + kl > pl_len || (uint64_t)vo + vl > pl_len) {
-		vhdx_err(img, "parent locator: entry %u is out of bounds", i);
+	if (!slot)
+		return 0;
+	if (*slot) {
+		vhdx_err(img, "parent locator: key '%s' appears twice",
+			 kv->key);
 		return -EINVAL;
 	}
-	key = vhdx_utf16_to_utf8(pl + ko, kl, VHDX_U16_STRICT);
-	val = vhdx_utf16_to_utf8(pl + vo, vl, VHDX_U16_STRICT);
-	if (!key || !val) {
-		vhdx_err(img, "parent locator: entry %u is not valid UTF-16",
-			 i);
-		free(key);
-		free(val);
-		return -EINVAL;
-	}
-	slot = locator_slot(l, key);
-	if (slot && *slot) {
-		vhdx_err(img, "parent locator: key '%s' appears twice", key);
-		free(key);
-		free(val);
-		return -EINVAL;
-	}
-	free(key);
-	if (slot)
-		*slot = val;
-	else
-		free(val); /* unknown keys are allowed and ignored */
+	*slot = kv->value;
+	kv->value = NULL;
 	return 0;
 }
 
@@ -91,7 +72,8 @@ static int parse_locator(struct vhdx_image *img, struct locator *l)
 	static const uint8_t type[16] = VHDX_GUID_PARENT_LOCATOR_TYPE;
 	const uint8_t *pl = img->parent_locator;
 	uint32_t len = img->parent_locator_len;
-	uint16_t n;
+	struct vhdx_kv *kv;
+	size_t n;
 	int ret;
 
 	if (memcmp(pl + VHDX_PL_TYPE, type, 16) != 0) {
@@ -101,17 +83,12 @@ static int parse_locator(struct vhdx_image *img, struct locator *l)
 		vhdx_err(img, "parent locator: unknown locator type {%s}", gs);
 		return -EOPNOTSUPP;
 	}
-	n = le16_get(pl + VHDX_PL_KEY_VALUE_COUNT);
-	if (VHDX_PL_HEADER_SIZE + (uint64_t)n * VHDX_PL_ENTRY_SIZE > len) {
-		vhdx_err(img,
-			 "parent locator: %u entries do not fit in %u "
-			 "bytes",
-			 n, len);
-		return -EINVAL;
-	}
-	for (unsigned int i = 0; i < n; i++)
-		if ((ret = locator_entry(img, pl, len, i, l)) < 0)
-			return ret;
+	ret = vhdx_locator_decode(img, pl, len, &kv, &n);
+	for (size_t i = 0; ret == 0 && i < n; i++)
+		ret = locator_keep(img, &kv[i], l);
+	vhdx_locator_free(kv, n);
+	if (ret < 0)
+		return ret;
 	if (!l->linkage) {
 		vhdx_err(img, "parent locator: no parent_linkage key");
 		return -EINVAL;
