@@ -45,32 +45,6 @@ static void describe_headers(const struct vhdx_image *img,
 
 /* ---- region tables ---- */
 
-bool vhdx_region_table_ok(const uint8_t *t)
-{
-	return !memcmp(t, VHDX_REGION_SIG, 4) &&
-	       le32_get(t + VHDX_RT_CHECKSUM) ==
-		   vhdx_crc32c_skip(t, VHDX_REGION_TABLE_SIZE,
-				    VHDX_RT_CHECKSUM) &&
-	       le32_get(t + VHDX_RT_ENTRY_COUNT) <= VHDX_RT_MAX_ENTRIES;
-}
-
-int vhdx_region_tables_read(struct vhdx_image *img, uint8_t *buf, bool valid[2])
-{
-	static const uint64_t offs[2] = {VHDX_REGION1_OFFSET,
-					 VHDX_REGION2_OFFSET};
-	int ret;
-
-	for (int i = 0; i < 2; i++) {
-		uint8_t *t = buf + (size_t)i * VHDX_REGION_TABLE_SIZE;
-
-		ret = vhdx_file_read(img, t, VHDX_REGION_TABLE_SIZE, offs[i]);
-		if (ret < 0)
-			return ret;
-		valid[i] = vhdx_region_table_ok(t);
-	}
-	return 0;
-}
-
 static const char *region_name(const uint8_t *guid)
 {
 	static const uint8_t bat[16] = VHDX_GUID_BAT_REGION;
@@ -106,15 +80,15 @@ static int describe_regions(struct vhdx_image *img, struct vhdx_description *d)
 		goto out;
 	}
 	for (uint32_t i = 0; i < count; i++) {
-		const uint8_t *e =
-		    t + VHDX_RT_HEADER_SIZE + (size_t)i * VHDX_RT_ENTRY_SIZE;
+		struct vhdx_region_entry e;
 		struct vhdx_region_desc *r = &d->regions[i];
 
-		guid_text(e + VHDX_RTE_GUID, r->guid);
-		r->name = region_name(e + VHDX_RTE_GUID);
-		r->offset = le64_get(e + VHDX_RTE_FILE_OFFSET);
-		r->length = le32_get(e + VHDX_RTE_LENGTH);
-		r->required = le32_get(e + VHDX_RTE_REQUIRED);
+		vhdx_region_entry_get(t, i, &e);
+		guid_text(e.guid, r->guid);
+		r->name = region_name(e.guid);
+		r->offset = e.offset;
+		r->length = e.length;
+		r->required = e.required;
 	}
 	d->n_regions = count;
 out:

@@ -365,8 +365,17 @@ void vhdx_set_broken(struct vhdx_image *img, int err, const char *what);
 int vhdx_extent_add(struct vhdx_image *img, uint64_t start, uint64_t length,
 		    const char *what);
 
-/* ---- inspect/check (inspect.c, check.c) ---- */
+/* ---- region tables (region.c) ---- */
 
+/* Entry i of a region table, decoded. */
+struct vhdx_region_entry {
+	uint8_t guid[16];
+	uint64_t offset;
+	uint32_t length;
+	uint32_t required;
+};
+void vhdx_region_entry_get(const uint8_t *t, uint32_t i,
+			   struct vhdx_region_entry *e);
 /* Signature, checksum and entry count of a 64 KiB region table copy. */
 bool vhdx_region_table_ok(const uint8_t *t);
 /*

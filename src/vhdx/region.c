@@ -4,6 +4,7 @@
  * extents used for every overlap check.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "internal.h"
@@ -45,47 +46,96 @@ int vhdx_extent_add(struct vhdx_image *img, uint64_t start, uint64_t length,
 	return 0;
 }
 
-static bool table_valid(struct vhdx_image *img, const uint8_t *t, int copy)
+void vhdx_region_entry_get(const uint8_t *t, uint32_t i,
+			   struct vhdx_region_entry *e)
 {
-	uint32_t stored, crc, count;
+	const uint8_t *p =
+	    t + VHDX_RT_HEADER_SIZE + (size_t)i * VHDX_RT_ENTRY_SIZE;
 
-	if (memcmp(t, VHDX_REGION_SIG, 4) != 0) {
-		vhdx_warn(img, "region table %d: bad signature", copy);
+	memcpy(e->guid, p + VHDX_RTE_GUID, 16);
+	e->offset = le64_get(p + VHDX_RTE_FILE_OFFSET);
+	e->length = le32_get(p + VHDX_RTE_LENGTH);
+	e->required = le32_get(p + VHDX_RTE_REQUIRED);
+}
+
+/* Why copy t is not a valid table (into why), or false if it is valid. */
+static bool table_problem(const uint8_t *t, char *why, size_t n)
+{
+	uint32_t stored = le32_get(t + VHDX_RT_CHECKSUM);
+	uint32_t crc =
+	    vhdx_crc32c_skip(t, VHDX_REGION_TABLE_SIZE, VHDX_RT_CHECKSUM);
+	uint32_t count = le32_get(t + VHDX_RT_ENTRY_COUNT);
+
+	if (memcmp(t, VHDX_REGION_SIG, 4) != 0)
+		snprintf(why, n, "bad signature");
+	else if (stored != crc)
+		snprintf(why, n,
+			 "checksum mismatch (stored 0x%08x, computed 0x%08x)",
+			 stored, crc);
+	else if (count > VHDX_RT_MAX_ENTRIES)
+		snprintf(why, n, "%u entries (at most %u)", count,
+			 VHDX_RT_MAX_ENTRIES);
+	else
 		return false;
-	}
-	stored = le32_get(t + VHDX_RT_CHECKSUM);
-	crc = vhdx_crc32c_skip(t, VHDX_REGION_TABLE_SIZE, VHDX_RT_CHECKSUM);
-	if (stored != crc) {
-		vhdx_warn(img,
-			  "region table %d: checksum mismatch (stored 0x%08x, "
-			  "computed 0x%08x)",
-			  copy, stored, crc);
-		return false;
-	}
-	count = le32_get(t + VHDX_RT_ENTRY_COUNT);
-	if (count > VHDX_RT_MAX_ENTRIES) {
-		vhdx_warn(img, "region table %d: %u entries (at most %u)", copy,
-			  count, VHDX_RT_MAX_ENTRIES);
-		return false;
-	}
 	return true;
 }
 
+bool vhdx_region_table_ok(const uint8_t *t)
+{
+	char why[80];
+
+	return !table_problem(t, why, sizeof(why));
+}
+
+int vhdx_region_tables_read(struct vhdx_image *img, uint8_t *buf, bool valid[2])
+{
+	static const uint64_t offs[2] = {VHDX_REGION1_OFFSET,
+					 VHDX_REGION2_OFFSET};
+	int ret;
+
+	for (int i = 0; i < 2; i++) {
+		uint8_t *t = buf + (size_t)i * VHDX_REGION_TABLE_SIZE;
+
+		ret = vhdx_file_read(img, t, VHDX_REGION_TABLE_SIZE, offs[i]);
+		if (ret < 0)
+			return ret;
+		valid[i] = vhdx_region_table_ok(t);
+	}
+	return 0;
+}
+
+static bool table_valid(struct vhdx_image *img, const uint8_t *t, int copy)
+{
+	char why[80];
+
+	if (!table_problem(t, why, sizeof(why)))
+		return true;
+	vhdx_warn(img, "region table %d: %s", copy, why);
+	return false;
+}
+
 /* Validate one entry and record what it locates. */
-static int region_entry(struct vhdx_image *img, const uint8_t *e,
+static int region_entry(struct vhdx_image *img, const uint8_t *t,
 			unsigned int idx, bool *seen_bat, bool *seen_meta)
 {
 	char gs[VHDX_GUID_STR_LEN];
-	uint64_t off = le64_get(e + VHDX_RTE_FILE_OFFSET);
-	uint32_t len = le32_get(e + VHDX_RTE_LENGTH);
-	uint32_t req = le32_get(e + VHDX_RTE_REQUIRED);
-	bool is_bat = !memcmp(e, guid_bat, 16);
-	bool is_meta = !memcmp(e, guid_meta, 16);
-	const char *what = is_bat    ? "BAT region"
-			   : is_meta ? "metadata region"
-				     : "unknown region";
+	struct vhdx_region_entry re;
+	uint64_t off;
+	uint32_t len, req;
+	bool is_bat, is_meta;
+	const char *what;
 
-	vhdx_guid_to_str(e, gs);
+	vhdx_region_entry_get(t, idx, &re);
+	off = re.offset;
+	len = re.length;
+	req = re.required;
+	is_bat = !memcmp(re.guid, guid_bat, 16);
+	is_meta = !memcmp(re.guid, guid_meta, 16);
+	what = is_bat	 ? "BAT region"
+	       : is_meta ? "metadata region"
+			 : "unknown region";
+
+	vhdx_guid_to_str(re.guid, gs);
 	if (!is_bat && !is_meta && (req & 1)) {
 		vhdx_err(img,
 			 "region table: unknown region {%s} is marked "
@@ -149,7 +199,7 @@ static int parse_table(struct vhdx_image *img, const uint8_t *t)
 				return -EINVAL;
 			}
 		}
-		ret = region_entry(img, e, i, &seen_bat, &seen_meta);
+		ret = region_entry(img, t, i, &seen_bat, &seen_meta);
 		if (ret < 0)
 			return ret;
 	}
