@@ -160,7 +160,7 @@ static enum vhdx_map_kind map_block(struct vhdx_image *img, uint64_t off,
 		*file_off =
 		    (e & VHDX_BAT_OFFSET_MASK) + off % img->g.block_size;
 		/* the log overlay or a block cut short by EOF: read normally */
-		if (img->ov_count || *file_off >= img->file_size)
+		if (img->ov_count || *file_off >= vhdx_known_size(img))
 			return VHDX_MAP_OTHER;
 		return VHDX_MAP_FILE;
 	case VHDX_BLOCK_NOT_PRESENT:
@@ -179,7 +179,7 @@ int vhdx_map(struct vhdx_image *img, uint64_t off, uint64_t len,
 	     struct vhdx_mapping *m)
 {
 	uint64_t vsize = img->g.virtual_size, bs = img->g.block_size;
-	uint64_t fo = 0, next_fo = 0;
+	uint64_t fo = 0, next_fo = 0, size;
 
 	if (off >= vsize || !len)
 		return -EINVAL;
@@ -195,7 +195,8 @@ int vhdx_map(struct vhdx_image *img, uint64_t off, uint64_t len,
 		m->length += bs;
 	if (m->length > len)
 		m->length = len;
-	if (m->kind == VHDX_MAP_FILE && fo + m->length > img->file_size)
-		m->length = img->file_size - fo;
+	size = vhdx_known_size(img);
+	if (m->kind == VHDX_MAP_FILE && fo + m->length > size)
+		m->length = size > fo ? size - fo : 0;
 	return 0;
 }
