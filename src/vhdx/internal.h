@@ -252,7 +252,9 @@ void vhdx_msgf(const struct vhdx_image *img, enum vhdx_msg_level level,
 
 /*
  * Read file bytes as the current metadata sees them: through the log
- * overlay, with bytes past the physical end of file read as zeros.
+ * overlay, with bytes past the physical end of file at open (or past the
+ * end that allocation has grown it to) read as zeros.  A file now shorter
+ * than that fails the read with -EIO (reported once).
  */
 int vhdx_file_read(struct vhdx_image *img, void *buf, size_t len, uint64_t off);
 

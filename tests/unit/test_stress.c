@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <stdint.h>
 #include <unistd.h>
 
 #include "mem_io.h"
@@ -530,9 +531,133 @@ out:
 	mem_io_free(m);
 }
 
+/* ---- read-only after a failed flush ---- */
+
+TEST(broken)
+{
+	struct mem_io *m = mem_io_new();
+	struct vhdx_io io;
+	struct vhdx_image *img = NULL;
+	static uint8_t buf[4096];
+
+	if (!CHECK(m))
+		return;
+	mem_io_ops(&io, m);
+	memset(buf, 0x33, sizeof(buf));
+	if (!create_io(&io, 4 * BS) || !open_io(&io, 0, &img))
+		goto out;
+	CHECK_EQ_INT(vhdx_write(img, buf, sizeof(buf), 0), sizeof(buf));
+	CHECK_EQ_INT(vhdx_is_read_only(img), 0);
+	mem_io_fail_flush(m, 1, EIO);
+	CHECK_EQ_INT(vhdx_flush(img), -EIO);
+	CHECK_EQ_INT(vhdx_is_read_only(img), 1);
+	CHECK_EQ_INT(vhdx_write(img, buf, sizeof(buf), 0), -EROFS);
+	CHECK_EQ_INT(vhdx_write(img, buf, sizeof(buf), 2 * BS), -EROFS);
+	CHECK_EQ_INT(vhdx_zero(img, 0, 4096, 0), -EROFS);
+	CHECK(vhdx_flush(img) < 0);
+	/* said once, with the reason */
+	CHECK_EQ_INT(sink.n_err, 1);
+	CHECK(msgsink_has(&sink, 'E', "flush failed"));
+	CHECK(msgsink_has(&sink, 'E', "read-only"));
+	if (unit.cur_failed)
+		msgsink_dump(&sink);
+	CHECK(vhdx_close(img) < 0);
+	img = NULL;
+out:
+	if (img)
+		vhdx_close(img);
+	mem_io_free(m);
+}
+
+/* ---- the image file truncated under an open image ---- */
+
+/* One image of 8 blocks, blocks 0-3 written; *fo2: block 2's data. */
+static bool make_four(struct mem_io *m, uint64_t *fo2)
+{
+	struct vhdx_io io;
+	struct vhdx_image *img;
+	struct vhdx_mapping mp;
+	uint8_t *buf = malloc(4 * BS);
+	bool ok;
+
+	mem_io_ops(&io, m);
+	if (!CHECK(buf) || !create_io(&io, 8 * BS) || !open_io(&io, 0, &img)) {
+		free(buf);
+		return false;
+	}
+	for (uint64_t i = 0; i < 4 * BS; i++)
+		buf[i] = pat(7, i);
+	ok = CHECK_EQ_INT(vhdx_write(img, buf, 4 * BS, 0), 4 * BS) &&
+	     CHECK_EQ_INT(vhdx_map(img, 2 * BS, BS, &mp), 0) &&
+	     CHECK_EQ_INT(mp.kind, VHDX_MAP_FILE);
+	*fo2 = mp.file_offset;
+	ok = CHECK_EQ_INT(vhdx_close(img), 0) && ok;
+	free(buf);
+	return ok;
+}
+
+static void truncated(unsigned int flags)
+{
+	struct mem_io *m = mem_io_new();
+	struct vhdx_io io;
+	struct vhdx_image *img = NULL;
+	uint8_t *buf = malloc(BS);
+	uint64_t fo2 = 0, cut;
+
+	if (!CHECK(m && buf) || !make_four(m, &fo2))
+		goto out;
+	mem_io_ops(&io, m);
+	if (!open_io(&io, flags, &img))
+		goto out;
+	/* another program cuts the file in the middle of block 2 */
+	cut = fo2 + BS / 2;
+	mem_io_set_size(m, cut);
+	/* what is still in the file reads as before */
+	CHECK_EQ_INT(vhdx_read(img, buf, BS, 0), BS);
+	CHECK(buf[0] == pat(7, 0) && buf[BS - 1] == pat(7, BS - 1));
+	CHECK_EQ_INT(vhdx_read(img, buf, BS / 2, 2 * BS), BS / 2);
+	CHECK(buf[BS / 2 - 1] == pat(7, 2 * BS + BS / 2 - 1));
+	/* never-written blocks still read as zeros */
+	CHECK_EQ_INT(vhdx_read(img, buf, 4096, 6 * BS), 4096);
+	CHECK(buf[0] == 0 && buf[4095] == 0);
+	CHECK_EQ_INT(sink.n_err, 0);
+	/* the lost part: EIO, never zeros or a short read */
+	CHECK_EQ_INT(vhdx_read(img, buf, 4096, 2 * BS + BS / 2), -EIO);
+	CHECK_EQ_INT(vhdx_read(img, buf, BS, 2 * BS), -EIO);
+	CHECK_EQ_INT(vhdx_read(img, buf, 4096, 3 * BS + 4096), -EIO);
+	CHECK_EQ_INT(vhdx_read(img, buf, 4096, 3 * BS), -EIO);
+	/* reported once, whatever the number of reads */
+	CHECK_EQ_INT(sink.n_err, 1);
+	CHECK(msgsink_has(&sink, 'E', "truncated"));
+	if (unit.cur_failed)
+		msgsink_dump(&sink);
+	/* reading changed nothing */
+	CHECK_EQ_U64(mem_io_get_size(m), cut);
+	vhdx_close(img);
+	img = NULL;
+out:
+	if (img)
+		vhdx_close(img);
+	free(buf);
+	mem_io_free(m);
+}
+
+TEST(truncated_ro)
+{
+	truncated(VHDX_OPEN_RDONLY);
+}
+
+TEST(truncated_rw)
+{
+	truncated(0);
+}
+
 int main(void)
 {
 	RUN_TEST(stress);
 	RUN_TEST(slow_flush);
+	RUN_TEST(broken);
+	RUN_TEST(truncated_ro);
+	RUN_TEST(truncated_rw);
 	return unit_done();
 }
