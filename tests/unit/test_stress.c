@@ -6,7 +6,9 @@
  * a real file (the fd backend, in a temporary directory).  Each writer owns
  * its own blocks and checks what it reads back; the reader checks the
  * blocks nobody writes; at the end the image is closed, reopened and
- * compared with the writers' model.  `make check-tsan` runs this file
+ * compared with the writers' model; stress_differencing does the same on
+ * a differencing image in memory, whose writes copy the parent's data up.
+ * `make check-tsan` runs this file
  * built with ThreadSanitizer, which must report nothing.
  *
  * slow_flush: with an io table whose flush sleeps 500 ms, an overwrite of
@@ -229,7 +231,7 @@ static void *discarder(void *arg)
 	return NULL;
 }
 
-/* Reads anywhere; the untouched blocks must read as zeros. */
+/* Reads anywhere; the untouched blocks must read as the model says. */
 static void *reader(void *arg)
 {
 	struct stress *s = arg;
@@ -249,8 +251,9 @@ static void *reader(void *arg)
 			continue;
 		}
 		for (uint64_t o = off; o < off + len; o++) {
-			if ((o / BS) % 4 == UNTOUCHED && buf[o - off]) {
-				fail(s, "untouched block not zero", (long)o);
+			if ((o / BS) % 4 == UNTOUCHED &&
+			    buf[o - off] != s->model[o]) {
+				fail(s, "untouched block changed", (long)o);
 				break;
 			}
 		}
@@ -328,63 +331,200 @@ static void tmp_remove(struct tmp *t)
 	CHECK_EQ_INT(rmdir(t->dir), 0);
 }
 
-TEST(stress)
+/*
+ * Run every thread on s->img (open read-write, s->model what it reads),
+ * close it and compare what reopen(RDONLY) shows with the model.
+ */
+static void run_stress(struct stress *s, const char *what,
+		       bool (*reopen)(struct vhdx_image **img))
 {
-	struct stress s = {0};
-	struct tmp t;
-	struct vhdx_io io;
 	pthread_t th[NWRITERS + 4];
 	void *args[NWRITERS][2];
-	uint8_t *back = NULL;
-	int fd = -1, n = 0;
+	uint8_t *back = malloc(VSIZE);
 	double t0 = now_ms();
+	int n = 0;
 
-	if (!tmp_make(&t))
-		return;
-	s.model = calloc(1, VSIZE);
-	back = malloc(VSIZE);
-	fd = open(t.img, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (!CHECK(s.model && back) || !CHECK(fd >= 0))
-		goto out;
-	vhdx_io_fd_init(&io, &fd);
-	if (!create_io(&io, VSIZE) || !open_io(&io, 0, &s.img))
-		goto out;
 	for (int w = 0; w < NWRITERS; w++) {
-		args[w][0] = &s;
+		args[w][0] = s;
 		args[w][1] = (void *)(intptr_t)w;
 		CHECK_EQ_INT(pthread_create(&th[n++], NULL, writer, args[w]),
 			     0);
 	}
-	CHECK_EQ_INT(pthread_create(&th[n++], NULL, discarder, &s), 0);
-	CHECK_EQ_INT(pthread_create(&th[n++], NULL, reader, &s), 0);
-	CHECK_EQ_INT(pthread_create(&th[n++], NULL, flusher, &s), 0);
-	CHECK_EQ_INT(pthread_create(&th[n++], NULL, infoer, &s), 0);
+	CHECK_EQ_INT(pthread_create(&th[n++], NULL, discarder, s), 0);
+	CHECK_EQ_INT(pthread_create(&th[n++], NULL, reader, s), 0);
+	CHECK_EQ_INT(pthread_create(&th[n++], NULL, flusher, s), 0);
+	CHECK_EQ_INT(pthread_create(&th[n++], NULL, infoer, s), 0);
 	for (int k = 0; k < NWRITERS + 1; k++)
 		pthread_join(th[k], NULL);
-	__atomic_store_n(&s.done, 1, __ATOMIC_RELEASE);
+	__atomic_store_n(&s->done, 1, __ATOMIC_RELEASE);
 	for (int k = NWRITERS + 1; k < n; k++)
 		pthread_join(th[k], NULL);
-	unit_note("%d writers x %d writes, %d discard rounds, %lu reads, "
+	unit_note("%s: %d writers x %d writes, %d discard rounds, %lu reads, "
 		  "%lu flushes, %lu get_info in %.0f ms",
-		  NWRITERS, ROUNDS, ROUNDS, s.reads, s.flushes, s.infos,
-		  now_ms() - t0);
-	CHECK_EQ_INT(s.errors, 0);
+		  what, NWRITERS, ROUNDS, ROUNDS, s->reads, s->flushes,
+		  s->infos, now_ms() - t0);
+	CHECK_EQ_INT(s->errors, 0);
 	CHECK_EQ_INT(sink.n_err, 0);
-	CHECK_EQ_INT(vhdx_close(s.img), 0);
-	s.img = NULL;
+	CHECK_EQ_INT(vhdx_close(s->img), 0);
+	s->img = NULL;
 	/* what survived the close: exactly the model */
-	if (open_io(&io, VHDX_OPEN_RDONLY, &s.img)) {
-		CHECK_EQ_INT(vhdx_read(s.img, back, VSIZE, 0), VSIZE);
-		CHECK_EQ_MEM(back, s.model, VSIZE);
+	if (CHECK(back) && reopen(&s->img)) {
+		CHECK_EQ_INT(vhdx_read(s->img, back, VSIZE, 0), VSIZE);
+		CHECK_EQ_MEM(back, s->model, VSIZE);
+		vhdx_close(s->img);
+		s->img = NULL;
 	}
+	free(back);
+}
+
+static int stress_fd = -1;
+static struct vhdx_io stress_io;
+
+static bool reopen_fd(struct vhdx_image **img)
+{
+	return open_io(&stress_io, VHDX_OPEN_RDONLY, img);
+}
+
+/* A dynamic image on a real file. */
+TEST(stress)
+{
+	struct stress s = {0};
+	struct tmp t;
+
+	if (!tmp_make(&t))
+		return;
+	s.model = calloc(1, VSIZE);
+	stress_fd = open(t.img, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (!CHECK(s.model) || !CHECK(stress_fd >= 0))
+		goto out;
+	vhdx_io_fd_init(&stress_io, &stress_fd);
+	if (create_io(&stress_io, VSIZE) && open_io(&stress_io, 0, &s.img))
+		run_stress(&s, "dynamic", reopen_fd);
 out:
 	if (s.img)
 		vhdx_close(s.img);
-	if (fd >= 0)
-		close(fd);
+	if (stress_fd >= 0)
+		close(stress_fd);
+	stress_fd = -1;
 	free(s.model);
-	free(back);
 	tmp_remove(&t);
+}
+
+/* ---- the same on a differencing image (copy-up from the parent) ---- */
+
+#define PARENT_PATH "/stress/parent.vhdx"
+
+static struct mem_io *parent_file, *child_file;
+
+static int fo_open(void *opaque, const char *path, struct vhdx_io *io,
+		   uint64_t id[2])
+{
+	(void)opaque;
+	if (!parent_file || strcmp(path, PARENT_PATH) != 0)
+		return -ENOENT;
+	mem_io_ops(io, parent_file);
+	id[0] = 0x57;
+	id[1] = 0x7e55;
+	return 0;
+}
+
+static void fo_close(void *opaque, struct vhdx_io *io)
+{
+	(void)opaque;
+	(void)io;
+}
+
+static const struct vhdx_file_ops file_ops = {fo_open, fo_close, NULL};
+
+static bool open_child(unsigned int flags, struct vhdx_image **img)
+{
+	struct vhdx_open_opts o = {
+	    .flags = flags,
+	    .msg = msgsink_cb,
+	    .msg_opaque = &sink,
+	    .path = "/stress/child.vhdx",
+	    .parent_path = PARENT_PATH,
+	    .files = &file_ops,
+	};
+	struct vhdx_io io;
+
+	mem_io_ops(&io, child_file);
+	msgsink_reset(&sink);
+	*img = NULL;
+	if (!CHECK_EQ_INT(vhdx_open(img, &io, &o), 0)) {
+		msgsink_dump(&sink);
+		*img = NULL;
+		return false;
+	}
+	return true;
+}
+
+static bool reopen_child(struct vhdx_image **img)
+{
+	return open_child(VHDX_OPEN_RDONLY, img);
+}
+
+/* The parent: every other block written with a pattern. */
+static bool make_parent(uint8_t *model, struct vhdx_create_opts *co)
+{
+	struct vhdx_io io;
+	struct vhdx_image *img;
+	struct vhdx_info info;
+	bool ok = true;
+
+	mem_io_ops(&io, parent_file);
+	if (!create_io(&io, VSIZE) || !open_io(&io, 0, &img))
+		return false;
+	for (uint64_t b = 0; b < NBLK; b += 2) {
+		for (uint64_t i = b * BS; i < (b + 1) * BS; i++)
+			model[i] = pat(99, i);
+		ok = ok && CHECK_EQ_INT(
+			       vhdx_write(img, model + b * BS, BS, b * BS), BS);
+	}
+	ok = CHECK_EQ_INT(vhdx_close(img), 0) && ok;
+	if (!ok || !open_io(&io, VHDX_OPEN_RDONLY, &img))
+		return false;
+	vhdx_get_info(img, &info);
+	vhdx_close(img);
+	memset(co, 0, sizeof(*co));
+	co->type = VHDX_TYPE_DIFFERENCING;
+	co->virtual_size = VSIZE;
+	co->block_size = BS;
+	co->logical_sector = 512;
+	co->msg = msgsink_cb;
+	co->msg_opaque = &sink;
+	memcpy(co->parent_linkage, info.data_write_guid, 16);
+	memcpy(co->disk_id, info.disk_id, 16);
+	co->parent_relative = "parent.vhdx";
+	return true;
+}
+
+TEST(stress_differencing)
+{
+	struct stress s = {0};
+	struct vhdx_create_opts co;
+	struct vhdx_io io;
+
+	parent_file = mem_io_new();
+	child_file = mem_io_new();
+	s.model = calloc(1, VSIZE);
+	if (!CHECK(parent_file && child_file && s.model) ||
+	    !make_parent(s.model, &co))
+		goto out;
+	mem_io_ops(&io, child_file);
+	if (!CHECK_EQ_INT(vhdx_create(&io, &co), 0)) {
+		msgsink_dump(&sink);
+		goto out;
+	}
+	if (open_child(0, &s.img))
+		run_stress(&s, "differencing", reopen_child);
+out:
+	if (s.img)
+		vhdx_close(s.img);
+	free(s.model);
+	mem_io_free(child_file);
+	mem_io_free(parent_file);
+	child_file = parent_file = NULL;
 }
 
 /* ---- a flush that takes 500 ms ---- */
@@ -655,6 +795,7 @@ TEST(truncated_rw)
 int main(void)
 {
 	RUN_TEST(stress);
+	RUN_TEST(stress_differencing);
 	RUN_TEST(slow_flush);
 	RUN_TEST(broken);
 	RUN_TEST(truncated_ro);
