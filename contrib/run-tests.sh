@@ -62,6 +62,10 @@ git ls-files -co --exclude-standard | tar -cf - -T - | tar -xf - -C "$san"
 )
 rm -rf "$san"
 
+step "concurrency tests under ThreadSanitizer (make check-tsan)"
+# test_stress built with clang -fsanitize=thread: any report fails it
+make check-tsan
+
 step "unit tests under valgrind memcheck"
 for t in tests/unit/test_crc32c tests/unit/test_guid tests/unit/test_geometry \
 	tests/unit/test_open tests/unit/test_discard; do

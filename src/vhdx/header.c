@@ -196,10 +196,12 @@ static int header_write_slot(struct vhdx_image *img, int i,
 		ret = img->io.flush(img->io.opaque);
 	if (ret < 0)
 		return ret;
+	pthread_rwlock_wrlock(&img->lock); /* vhdx_get_info reads them */
 	memcpy(img->hdr[i], h, VHDX_HEADER_SIZE);
 	img->hdr_valid[i] = true;
 	img->cur = i;
 	img->seq++;
+	pthread_rwlock_unlock(&img->lock);
 	return 0;
 }
 
@@ -225,9 +227,11 @@ int vhdx_header_update(struct vhdx_image *img, const uint8_t *log_guid,
 			return ret;
 		}
 	}
+	pthread_rwlock_wrlock(&img->lock);
 	memcpy(img->log_guid, lg, 16);
 	if (renew_data_guid)
 		memcpy(img->data_write_guid, dwg, 16);
+	pthread_rwlock_unlock(&img->lock);
 	img->session_started = true;
 	return 0;
 }

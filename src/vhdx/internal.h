@@ -197,7 +197,7 @@ struct vhdx_image {
 	uint64_t bat_segs_ready;      /* atomic; counts complete at n_segs */
 	pthread_mutex_t bat_seg_lock; /* serialises segment loads */
 
-	pthread_rwlock_t lock; /* protects the BAT for concurrent I/O */
+	pthread_rwlock_t lock; /* BAT entries, counts, header fields */
 
 	/* differencing (parent.c) */
 	struct vhdx_image *parent;
@@ -213,8 +213,11 @@ struct vhdx_image {
 	/* read-write session state (write.c, journal.c) */
 	pthread_mutex_t meta_lock; /* allocation, commit, header updates */
 	bool session_started;	   /* FileWriteGuid renewed */
-	bool data_guid_renewed;	   /* DataWriteGuid renewed */
-	bool read_only;		   /* opened RO, or switched after an error */
+	bool data_guid_renewed;	   /* DataWriteGuid renewed (atomic) */
+	bool read_only;		   /* opened RO, or switched after an error
+				      (atomic: read without a lock) */
+	int shrink_reported;	   /* atomic: vhdx_file_read saw the file
+				      shorter than at open (reported once) */
 	int broken;		   /* -errno of a failed metadata write */
 	uint64_t alloc_end;	   /* next free 1 MiB-aligned file offset */
 	uint64_t flushed_size;	   /* file size known to be durable */
@@ -226,6 +229,38 @@ struct vhdx_image {
 	bool apply_unflushed; /* applied sectors not yet flushed */
 	bool flush_failed;    /* an fdatasync failed: keep the log */
 };
+
+/*
+ * Locks and their order.  A thread holding one may take only those after
+ * it in this list, never one before (nor a second image's meta_lock):
+ *
+ *  1. meta_lock (mutex): allocation of new blocks, ZERO transitions, the
+ *     flush and journal commit (held across their fdatasyncs), header
+ *     updates, session start.  Only what changes metadata takes it; a
+ *     write into a FULLY_PRESENT block, a read and vhdx_get_info never do,
+ *     so none of them waits for a flush in progress.  Held while reading
+ *     the parent (copy_up): a parent's locks come after it.
+ *  2. bitmap_lock (mutex, parent.c): the sector bitmap cache.
+ *  3. lock (rwlock): img->bat entries, state_count, and the header fields
+ *     that vhdx_get_info reports (hdr, cur, seq, data_write_guid,
+ *     log_guid).  Written (wrlock) only with meta_lock held too, so a
+ *     meta_lock holder may read them without it; everyone else takes the
+ *     rdlock.  Held only for memory accesses, never across I/O.
+ *  4. bat_seg_lock (mutex, bat.c): loading a lazy BAT segment (taken under
+ *     lock's rdlock by vhdx_bat_get, or under bitmap_lock).
+ *  The message sink and the io callbacks may be called with any of them
+ *  held; they must not call back into the library.
+ *
+ * Lock-free fields: file_size (vhdx_known_size; grows under meta_lock),
+ * read_only, data_guid_renewed, shrink_reported and the lazy BAT flags are
+ * accessed with __atomic builtins.
+ */
+
+/* img->file_size: the file size at open, grown by allocation. */
+static inline uint64_t vhdx_known_size(const struct vhdx_image *img)
+{
+	return __atomic_load_n(&img->file_size, __ATOMIC_ACQUIRE);
+}
 
 /* ---- messages (msg.c) ---- */
 
@@ -240,7 +275,9 @@ void vhdx_msgf(const struct vhdx_image *img, enum vhdx_msg_level level,
 
 /*
  * Read file bytes as the current metadata sees them: through the log
- * overlay, with bytes past the physical end of file read as zeros.
+ * overlay, with bytes past the physical end of file at open (or past the
+ * end that allocation has grown it to) read as zeros.  A file now shorter
+ * than that fails the read with -EIO (reported once).
  */
 int vhdx_file_read(struct vhdx_image *img, void *buf, size_t len, uint64_t off);
 

@@ -27,7 +27,8 @@ void vhdx_set_broken(struct vhdx_image *img, int err, const char *what)
 	if (img->broken)
 		return;
 	img->broken = err;
-	img->read_only = true;
+	/* writers test it without meta_lock, which set_broken's callers hold */
+	__atomic_store_n(&img->read_only, true, __ATOMIC_RELEASE);
 	vhdx_err(img,
 		 "%s failed: %s; the image is now read-only to keep it "
 		 "consistent",

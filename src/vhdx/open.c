@@ -172,9 +172,13 @@ static bool state_counts_complete(const struct vhdx_image *img)
 
 void vhdx_get_info(const struct vhdx_image *img, struct vhdx_info *info)
 {
+	/* the fields that writers change, under lock (see internal.h) */
+	pthread_rwlock_t *lock = (pthread_rwlock_t *)&img->lock;
+
 	memset(info, 0, sizeof(*info));
+	pthread_rwlock_rdlock(lock);
 	info->virtual_size = img->g.virtual_size;
-	info->file_size = img->file_size;
+	info->file_size = vhdx_known_size(img);
 	info->block_size = img->g.block_size;
 	info->logical_sector = img->g.logical_sector;
 	info->physical_sector = img->physical_sector;
@@ -194,6 +198,7 @@ void vhdx_get_info(const struct vhdx_image *img, struct vhdx_info *info)
 	memcpy(info->creator, img->creator, sizeof(info->creator));
 	memcpy(info->data_write_guid, img->data_write_guid, 16);
 	memcpy(info->disk_id, img->disk_id, 16);
+	pthread_rwlock_unlock(lock);
 	for (const struct vhdx_image *p = img->parent; p; p = p->parent)
 		info->chain_depth++;
 }

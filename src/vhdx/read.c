@@ -27,6 +27,23 @@ static const struct vhdx_overlay_sector *ov_find(const struct vhdx_image *img,
 	return NULL;
 }
 
+/*
+ * The file ended at off, inside what it held at open (or allocation has
+ * added since): another program shortened it under us (the lock is only
+ * advisory).  Said once per image; the read fails with -EIO.
+ */
+static int file_shrank(struct vhdx_image *img, uint64_t off)
+{
+	if (!__atomic_exchange_n(&img->shrink_reported, 1, __ATOMIC_RELAXED))
+		vhdx_err(img,
+			 "the image file ends at byte %llu but held %llu "
+			 "bytes: another program truncated it; reads of "
+			 "the lost part fail with EIO",
+			 (unsigned long long)off,
+			 (unsigned long long)vhdx_known_size(img));
+	return -EIO;
+}
+
 static int raw_read(struct vhdx_image *img, uint8_t *buf, size_t len,
 		    uint64_t off)
 {
@@ -34,8 +51,16 @@ static int raw_read(struct vhdx_image *img, uint8_t *buf, size_t len,
 
 	if (n < 0)
 		return (int)n;
-	if ((size_t)n < len)
-		memset(buf + n, 0, len - (size_t)n); /* past end of file */
+	if ((size_t)n < len) {
+		/*
+		 * Past the end of the file at open, structures read as zeros
+		 * (a log that extends the file, a last block cut short); a
+		 * file that now ends before that lost data.
+		 */
+		if (off + (uint64_t)n < vhdx_known_size(img))
+			return file_shrank(img, off + (uint64_t)n);
+		memset(buf + n, 0, len - (size_t)n);
+	}
 	return 0;
 }
 
@@ -160,7 +185,7 @@ static enum vhdx_map_kind map_block(struct vhdx_image *img, uint64_t off,
 		*file_off =
 		    (e & VHDX_BAT_OFFSET_MASK) + off % img->g.block_size;
 		/* the log overlay or a block cut short by EOF: read normally */
-		if (img->ov_count || *file_off >= img->file_size)
+		if (img->ov_count || *file_off >= vhdx_known_size(img))
 			return VHDX_MAP_OTHER;
 		return VHDX_MAP_FILE;
 	case VHDX_BLOCK_NOT_PRESENT:
@@ -179,7 +204,7 @@ int vhdx_map(struct vhdx_image *img, uint64_t off, uint64_t len,
 	     struct vhdx_mapping *m)
 {
 	uint64_t vsize = img->g.virtual_size, bs = img->g.block_size;
-	uint64_t fo = 0, next_fo = 0;
+	uint64_t fo = 0, next_fo = 0, size;
 
 	if (off >= vsize || !len)
 		return -EINVAL;
@@ -195,7 +220,8 @@ int vhdx_map(struct vhdx_image *img, uint64_t off, uint64_t len,
 		m->length += bs;
 	if (m->length > len)
 		m->length = len;
-	if (m->kind == VHDX_MAP_FILE && fo + m->length > img->file_size)
-		m->length = img->file_size - fo;
+	size = vhdx_known_size(img);
+	if (m->kind == VHDX_MAP_FILE && fo + m->length > size)
+		m->length = size > fo ? size - fo : 0;
 	return 0;
 }

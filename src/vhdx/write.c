@@ -18,15 +18,22 @@
 
 int vhdx_is_read_only(const struct vhdx_image *img)
 {
-	return img->read_only;
+	return __atomic_load_n(&img->read_only, __ATOMIC_ACQUIRE);
 }
 
-/* First write of the session: new FileWriteGuid, DataWriteGuid, LogGuid. */
+/*
+ * First write of the session: new FileWriteGuid, DataWriteGuid, LogGuid.
+ * Later writes only test a flag: they must not wait for meta_lock, which a
+ * flush holds across its fdatasyncs.
+ */
 static int ensure_session(struct vhdx_image *img)
 {
 	uint8_t guid[16];
 	int ret = 0;
 
+	/* acquire: pairs with the release below, after the header update */
+	if (__atomic_load_n(&img->data_guid_renewed, __ATOMIC_ACQUIRE))
+		return vhdx_is_read_only(img) ? -EROFS : 0;
 	pthread_mutex_lock(&img->meta_lock);
 	if (img->broken) {
 		ret = -EROFS;
@@ -34,10 +41,11 @@ static int ensure_session(struct vhdx_image *img)
 		vhdx_guid_generate(guid);
 		ret = vhdx_header_update(img, guid, true);
 		if (ret == 0) {
-			img->data_guid_renewed = true;
 			img->log_active = true;
 			img->log_pos = 0;
 			img->log_seq = 1;
+			__atomic_store_n(&img->data_guid_renewed, true,
+					 __ATOMIC_RELEASE);
 		}
 	}
 	pthread_mutex_unlock(&img->meta_lock);
@@ -157,7 +165,8 @@ static int alloc_block(struct vhdx_image *img, uint64_t pb, uint64_t *entry)
 		if (ret < 0)
 			return ret;
 		img->alloc_end = end;
-		img->file_size = end;
+		/* readers of the file test it without meta_lock */
+		__atomic_store_n(&img->file_size, end, __ATOMIC_RELEASE);
 	}
 	if (img->parent && (ret = copy_up(img, pb, e, off)) < 0)
 		return ret;
@@ -206,7 +215,7 @@ long vhdx_write(struct vhdx_image *img, const void *buf, size_t len,
 	size_t done = 0;
 	int ret;
 
-	if (img->read_only)
+	if (vhdx_is_read_only(img))
 		return -EROFS;
 	if (off >= vsize)
 		return len ? -ENOSPC : 0;
@@ -238,12 +247,13 @@ static const uint8_t zeros[64 * 1024];
 static int zero_file(struct vhdx_image *img, uint64_t foff, uint64_t len,
 		     bool unmap)
 {
+	uint64_t size = vhdx_known_size(img);
 	int ret;
 
-	if (foff >= img->file_size)
+	if (foff >= size)
 		return 0; /* a short last block: reads as zeros already */
-	if (len > img->file_size - foff)
-		len = img->file_size - foff;
+	if (len > size - foff)
+		len = size - foff;
 	if (img->io.zero) {
 		ret = img->io.zero(img->io.opaque, foff, len, unmap);
 		if (ret != -EOPNOTSUPP)
@@ -362,7 +372,7 @@ int vhdx_zero(struct vhdx_image *img, uint64_t off, uint64_t len,
 
 	if (flags & ~VHDX_ZERO_UNMAP)
 		return -EINVAL;
-	if (img->read_only)
+	if (vhdx_is_read_only(img))
 		return -EROFS;
 	if (off >= vsize || !len)
 		return 0;

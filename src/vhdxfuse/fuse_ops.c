@@ -16,16 +16,24 @@
  * The disk has a fixed size, like a block device: O_TRUNC is ignored (as
  * Linux ignores it for block devices) and changing the size fails with
  * EINVAL.
+ *
+ * A read-write mount turns read-only when the library does (after a failed
+ * flush or metadata write, see vf_note_read_only); the disk file's data
+ * is read through vhdx_read() when the image file is shorter than the
+ * range to splice from it (another program truncated it), so such reads
+ * fail with EIO instead of ending early.
  */
 #include "config.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/mount.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "vhdxfuse.h"
@@ -65,6 +73,77 @@ static uint64_t vf_disk_alloc(const struct vf_fs *fs)
 	return vf_alloc_bytes(&info);
 }
 
+/* Writes are refused: a read-only mount, or the image turned read-only. */
+static int vf_read_only(const struct vf_fs *fs)
+{
+	return fs->ro || vhdx_is_read_only(fs->img);
+}
+
+/*
+ * The mount point's own read-only flag: statfs(2) reports only that
+ * (ST_RDONLY; the kernel ignores what the file system says), and it makes
+ * access(W_OK) fail for root too, whom the mode bits do not stop.  Only
+ * the per-mount flag changes (mount_setattr), which the kernel refuses
+ * while a file on the mount is open for writing (EBUSY: tried again at
+ * the next request) and to an unprivileged daemon (EPERM: given up).
+ * 0 still trying, 1 done, -1 given up.
+ */
+static int vf_remount_state;
+
+static void vf_try_remount_ro(const struct vf_fs *fs)
+{
+#ifdef SYS_mount_setattr
+	struct mount_attr attr;
+	int ret;
+
+	if (__atomic_load_n(&vf_remount_state, __ATOMIC_RELAXED))
+		return;
+	memset(&attr, 0, sizeof(attr));
+	attr.attr_set = MOUNT_ATTR_RDONLY;
+	ret = (int)syscall(SYS_mount_setattr, AT_FDCWD, fs->mountpoint, 0,
+			   &attr, sizeof(attr));
+	if (ret == 0) {
+		__atomic_store_n(&vf_remount_state, 1, __ATOMIC_RELAXED);
+		vf_log(LOG_NOTICE, "%s: the mount point is read-only now",
+		       fs->mountpoint);
+	} else if (errno != EBUSY) {
+		__atomic_store_n(&vf_remount_state, -1, __ATOMIC_RELAXED);
+		vf_log(LOG_DEBUG,
+		       "%s: cannot make the mount point read-only: %s",
+		       fs->mountpoint, strerror(errno));
+	}
+#else
+	(void)fs;
+#endif
+}
+
+/*
+ * Called after requests that may have failed: when the library has just
+ * switched the image to read-only, say so once, make the kernel fetch the
+ * attributes again (without write permission bits) and mark the mount
+ * point read-only.
+ */
+static void vf_note_read_only(const struct vf_fs *fs)
+{
+	static int noted;
+
+	if (fs->ro || !vhdx_is_read_only(fs->img))
+		return;
+	if (!__atomic_exchange_n(&noted, 1, __ATOMIC_RELAXED)) {
+		vf_log(LOG_ERR,
+		       "%s: the image turned read-only after the error above "
+		       "and so does the mount: writes fail with EROFS, data "
+		       "not flushed before the error is lost; unmount, then "
+		       "run vhdxtool check",
+		       fs->image);
+		fuse_lowlevel_notify_inval_inode(fs->se, VF_INO_ROOT, -1, 0);
+		if (fs->root_is_dir)
+			fuse_lowlevel_notify_inval_inode(fs->se, VF_INO_FILE,
+							 -1, 0);
+	}
+	vf_try_remount_ro(fs);
+}
+
 static void vf_fill_times(const struct vf_fs *fs, struct stat *st)
 {
 	st->st_atim = fs->mtime;
@@ -83,6 +162,8 @@ static int vf_stat(const struct vf_fs *fs, fuse_ino_t ino, struct stat *st)
 	vf_fill_times(fs, st);
 	if (vf_is_file(fs, ino)) {
 		st->st_mode = S_IFREG | fs->file_mode;
+		if (vf_read_only(fs))
+			st->st_mode &= ~(mode_t)0222;
 		st->st_nlink = 1;
 		st->st_size = (off_t)fs->size;
 		st->st_blocks = (blkcnt_t)((vf_disk_alloc(fs) + 511) / 512);
@@ -90,6 +171,8 @@ static int vf_stat(const struct vf_fs *fs, fuse_ino_t ino, struct stat *st)
 	}
 	if (ino == VF_INO_ROOT && fs->root_is_dir) {
 		st->st_mode = S_IFDIR | fs->dir_mode;
+		if (vf_read_only(fs))
+			st->st_mode &= ~(mode_t)0222;
 		st->st_nlink = 2;
 		return 0;
 	}
@@ -199,19 +282,21 @@ static void vf_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 static void vf_getattr(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
+	struct vf_fs *fs = vf_fs_of(req);
 	struct stat st;
-	int ret = vf_stat(vf_fs_of(req), ino, &st);
+	int ret = vf_stat(fs, ino, &st);
 
 	if (ret)
 		fuse_reply_err(req, -ret);
 	else
 		fuse_reply_attr(req, &st, VF_TIMEOUT);
+	vf_note_read_only(fs);
 }
 
 /* The one place that decides whether the disk may be changed. */
 static int vf_check_writable(const struct vf_fs *fs)
 {
-	return fs->ro ? -EROFS : 0;
+	return vf_read_only(fs) ? -EROFS : 0;
 }
 
 static void vf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -227,6 +312,7 @@ static void vf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		ret = vf_check_writable(fs);
 		if (ret) {
 			fuse_reply_err(req, -ret);
+			vf_note_read_only(fs);
 			return;
 		}
 	}
@@ -249,6 +335,8 @@ static int vf_map_read(struct vf_fs *fs, uint64_t pos, size_t size,
 		       struct fuse_bufvec *bv)
 {
 	size_t done = 0;
+	uint64_t file_end = 0;
+	struct stat st;
 
 	bv->count = 0;
 	while (done < size) {
@@ -266,12 +354,23 @@ static int vf_map_read(struct vf_fs *fs, uint64_t pos, size_t size,
 				   FUSE_BUF_FD_RETRY;
 			b->fd = fs->fd;
 			b->pos = (off_t)m.file_offset;
+			if (m.file_offset + m.length > file_end)
+				file_end = m.file_offset + m.length;
 		} else {
 			b->mem = (void *)vf_zeros;
 		}
 		bv->count++;
 		done += b->size;
 	}
+	/*
+	 * A splice past the end of a file that another program shortened
+	 * would end the reply early: the kernel takes that for the end of
+	 * the disk file.  vhdx_read fails such a read with EIO (and logs
+	 * it).  Only a truncation between this check and the splice
+	 * escapes it.
+	 */
+	if (file_end && (fstat(fs->fd, &st) || (uint64_t)st.st_size < file_end))
+		return -1;
 	return 0;
 }
 
@@ -367,6 +466,7 @@ static void vf_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 
 	if (ret) {
 		fuse_reply_err(req, -ret);
+		vf_note_read_only(fs);
 		return;
 	}
 	if (off < 0) {
@@ -391,6 +491,8 @@ static void vf_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		vf_write_behind(fs, (uint64_t)n);
 	else if (fs->wbc && n == -ENOSPC)
 		vf_request_size_fix(); /* after the reply: it waits for us */
+	else if (n < 0)
+		vf_note_read_only(fs);
 }
 
 static void vf_reply_ok(fuse_req_t req)
@@ -405,11 +507,19 @@ static void vf_sync(fuse_req_t req)
 	int ret = fs->ro ? 0 : vhdx_flush(fs->img);
 
 	fuse_reply_err(req, ret < 0 ? -ret : 0);
+	vf_note_read_only(fs);
 }
 
 static void vf_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	vf_sync(req);
+	/*
+	 * A reader's close cannot make anything durable once the image has
+	 * turned read-only: it must not fail with the flush's error.
+	 */
+	if ((fi->flags & O_ACCMODE) == O_RDONLY && vf_read_only(vf_fs_of(req)))
+		vf_reply_ok(req);
+	else
+		vf_sync(req);
 }
 
 static void vf_release(fuse_req_t req, fuse_ino_t ino,
@@ -456,6 +566,8 @@ static void vf_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
 		    vhdx_zero(fs->img, (uint64_t)off, (uint64_t)len,
 			      op == FALLOC_FL_PUNCH_HOLE ? VHDX_ZERO_UNMAP : 0);
 	fuse_reply_err(req, -ret);
+	if (ret)
+		vf_note_read_only(fs);
 }
 
 /*
@@ -480,7 +592,8 @@ static void vf_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 
 	if (!ret && (to_set & FUSE_SET_ATTR_SIZE) &&
 	    (uint64_t)attr->st_size != fs->size && !vf_is_o_trunc(fs, attr, fi))
-		ret = vf_is_file(fs, ino) && fs->ro ? -EROFS : -EINVAL;
+		ret =
+		    vf_is_file(fs, ino) && vf_read_only(fs) ? -EROFS : -EINVAL;
 	if (ret)
 		fuse_reply_err(req, -ret);
 	else
@@ -559,8 +672,10 @@ static void vf_statfs(fuse_req_t req, fuse_ino_t ino)
 	sv.f_blocks = (fs->size + fs->blksize - 1) / fs->blksize;
 	sv.f_files = fs->root_is_dir ? 2 : 1;
 	sv.f_namemax = NAME_MAX;
-	if (fs->ro)
+	/* the kernel reports the mount's flags, not these (see above) */
+	if (vf_read_only(fs))
 		sv.f_flag |= ST_RDONLY;
+	vf_note_read_only(fs); /* before the reply: the flag counts now */
 	fuse_reply_statfs(req, &sv);
 }
 
