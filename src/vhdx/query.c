@@ -21,12 +21,13 @@ static int query_block(struct vhdx_image *img, int depth, uint64_t off,
 
 /*
  * What [off, off + len) of img's block reads through its parent: the
- * parent's answer, or zeros past the end of a smaller parent.
+ * parent's answer, or zeros past the end of a smaller (or absent) parent.
  */
 static int query_parent(struct vhdx_image *img, int depth, uint64_t off,
 			uint64_t len, struct vhdx_extent_info *x)
 {
-	uint64_t psize = img->parent->g.virtual_size;
+	/* no parent: a read-only open that leaves it alone (zeros) */
+	uint64_t psize = img->parent ? img->parent->g.virtual_size : 0;
 
 	if (off >= psize) {
 		*x = (struct vhdx_extent_info){.length = len,
