@@ -240,6 +240,15 @@ void vhdx_msgf(const struct vhdx_image *img, enum vhdx_msg_level level,
  */
 int vhdx_file_read(struct vhdx_image *img, void *buf, size_t len, uint64_t off);
 
+/* ---- files without holes (io_dense.c) ---- */
+
+/*
+ * If fd is a file on NTFS, replace the fd backend's pwrite, truncate,
+ * allocate and zero in io by ones that never leave a hole (the file would
+ * be flagged sparse).  Returns whether it did.
+ */
+bool vhdx_io_dense_setup(struct vhdx_io *io, int fd);
+
 /* ---- open steps, in order (each reports its own errors) ---- */
 
 int vhdx_read_file_id(struct vhdx_image *img);

@@ -36,8 +36,29 @@ struct vhdx_io {
 	int (*zero)(void *opaque, uint64_t off, uint64_t len, int unmap);
 };
 
-/* Backend on an open file descriptor (pread/pwrite/fdatasync/ftruncate). */
+/*
+ * Backend on an open file descriptor (pread/pwrite/fdatasync/ftruncate).
+ * *fdp must be open: on NTFS (ntfs-3g, ntfs3) the backend then never makes
+ * a hole, which would flag the file sparse (Windows refuses to attach a
+ * sparse VHDX): growth is written as zeros, discard writes zeros instead
+ * of punching holes, and nothing is fallocate'd.
+ */
 void vhdx_io_fd_init(struct vhdx_io *io, int *fdp);
+
+/*
+ * After vhdx_io_fd_init: never extend the file without allocating the new
+ * space (fallocate, or zeros written where the file system has none), so
+ * that it has no holes and a plain copy of it stays dense.  For writing
+ * new images; on NTFS nothing more to do.
+ */
+void vhdx_io_fd_dense(struct vhdx_io *io);
+
+/*
+ * 1 if fd is a file on NTFS flagged sparse (FILE_ATTRIBUTE_SPARSE_FILE, as
+ * ntfs-3g and ntfs3 show it in the system.ntfs_attrib_be attribute), 0 if
+ * on NTFS and not, -ENOTSUP if not on NTFS, or -errno.
+ */
+int vhdx_fd_ntfs_sparse(int fd);
 
 /* Message severities passed to the sink (same values as syslog's). */
 enum vhdx_msg_level {

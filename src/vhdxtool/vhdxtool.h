@@ -60,6 +60,14 @@ void vt_vhdx_msg(void *opaque, enum vhdx_msg_level level, const char *msg);
 /* The exit code for a failed vhdx_open: damage vs. operational. */
 int vt_exit_for_open_error(int err);
 
+/*
+ * An image file flagged sparse on NTFS (Windows refuses to attach it):
+ * print a warning and how to clear the flag to stdout.  _check opens
+ * PATH itself and returns whether it printed.
+ */
+bool vt_ntfs_sparse_check(const char *path);
+void vt_ntfs_sparse_advice(const char *path);
+
 /* ---- option values (util.c) ---- */
 
 /* "SIZE[K|M|G|T]" (binary multiples, "KiB" etc. too); 0 or -EINVAL. */
@@ -78,6 +86,7 @@ struct vt_create_args {
 	bool any_given;	    /* some VHDX-only option appeared */
 	bool type_given;    /* -t appeared */
 	const char *parent; /* --parent: the parent of a differencing image */
+	bool sparse;	    /* --sparse: leave holes in the new file */
 };
 
 /* --help text of the create options (create and convert). */
@@ -91,7 +100,12 @@ struct vt_create_args {
 	"      --physical-sector N    512 or 4096 (default), not smaller\n"    \
 	"                             than the logical sector size\n"          \
 	"      --log-size SIZE        a multiple of 1M up to 256M "            \
-	"(default 1M)\n"
+	"(default 1M)\n"                                                       \
+	"      --sparse               leave the file's unused space as "       \
+	"holes\n"                                                              \
+	"                             (default: allocated, no holes, so "      \
+	"that\n"                                                               \
+	"                             a copy to NTFS is not flagged sparse)\n"
 
 /* Long options of struct vt_create_args, for getopt_long tables. */
 enum {
@@ -101,6 +115,7 @@ enum {
 	VT_OPT_LOG_SIZE,
 	VT_OPT_PARENT,
 	VT_OPT_JSON,
+	VT_OPT_SPARSE,
 };
 
 /*
