@@ -153,7 +153,7 @@ static int check_entry(struct vhdx_image *img, uint64_t i, uint64_t *len,
 		*len = VHDX_SECTOR_BITMAP_BLOCK_SIZE;
 		return 0;
 	}
-	pb = i - i / (img->g.chunk_ratio + 1);
+	pb = vhdx_bat_entry_block(&img->g, i);
 	if (pb >= img->g.payload_blocks)
 		return 0; /* slot past the end of the disk: unused */
 	if (state == 4 || (state == VHDX_BLOCK_PARTIALLY_PRESENT && !diff)) {
@@ -241,7 +241,7 @@ static int check_partial(struct vhdx_image *img, uint64_t used)
 			VHDX_BLOCK_PARTIALLY_PRESENT ||
 		    vhdx_bat_is_bitmap_slot(&img->g, i))
 			continue;
-		pb = i - i / (img->g.chunk_ratio + 1);
+		pb = vhdx_bat_entry_block(&img->g, i);
 		sb = vhdx_bat_bitmap_index(&img->g, pb);
 		if (sb >= used || (img->bat[sb] & VHDX_BAT_STATE_MASK) !=
 				      VHDX_SB_BLOCK_PRESENT) {

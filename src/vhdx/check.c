@@ -249,7 +249,7 @@ static bool bat_used(const struct vhdx_image *img, uint64_t i, struct used *x)
 		x->what = "sector bitmap block";
 		return state == VHDX_SB_BLOCK_PRESENT;
 	}
-	pb = i - i / (g->chunk_ratio + 1);
+	pb = vhdx_bat_entry_block(g, i);
 	if (pb >= g->payload_blocks || (state != VHDX_BLOCK_FULLY_PRESENT &&
 					state != VHDX_BLOCK_PARTIALLY_PRESENT))
 		return false;
@@ -287,7 +287,7 @@ static void bat_entry_odd(const struct vhdx_image *img, uint64_t i,
 			odd_count(&o->stray_offset, &o->first_stray, i);
 		return;
 	}
-	pb = i - i / (g->chunk_ratio + 1);
+	pb = vhdx_bat_entry_block(g, i);
 	if (pb >= g->payload_blocks) {
 		if (e)
 			odd_count(&o->past_end, &o->first_past_end, i);

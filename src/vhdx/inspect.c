@@ -218,7 +218,7 @@ static void describe_bat(struct vhdx_image *img, struct vhdx_description *d)
 	pthread_rwlock_rdlock(&img->lock);
 	for (uint64_t i = 0; i < n; i++) {
 		unsigned int state = img->bat[i] & VHDX_BAT_STATE_MASK;
-		uint64_t pb = i - i / (img->g.chunk_ratio + 1);
+		uint64_t pb = vhdx_bat_entry_block(&img->g, i);
 
 		if (vhdx_bat_is_bitmap_slot(&img->g, i)) {
 			if (state == VHDX_SB_BLOCK_PRESENT) {
@@ -281,45 +281,13 @@ void vhdx_describe_free(struct vhdx_description *d)
 
 /* ---- allocation map ---- */
 
-/* Whether payload block pb is stored in the file: 1, 0 or -errno. */
-static int block_has_data(struct vhdx_image *img, uint64_t pb)
-{
-	uint64_t idx = vhdx_bat_payload_index(&img->g, pb);
-	unsigned int state;
-	uint64_t e;
-	int ret;
-
-	if (idx >= img->bat_entries)
-		return 0;
-	ret = vhdx_bat_get(img, idx, &e);
-	if (ret < 0)
-		return ret;
-	state = e & VHDX_BAT_STATE_MASK;
-	if (state == VHDX_BLOCK_FULLY_PRESENT ||
-	    state == VHDX_BLOCK_PARTIALLY_PRESENT)
-		return 1;
-	/* in a child, an absent block shows the parent's data */
-	return state == VHDX_BLOCK_NOT_PRESENT &&
-	       (img->fp_flags & VHDX_FP_HAS_PARENT);
-}
-
 int vhdx_block_status(struct vhdx_image *img, uint64_t off, uint64_t *len)
 {
-	uint64_t vsize = img->g.virtual_size, bs = img->g.block_size;
-	uint64_t end, pb, run;
-	int data;
+	struct vhdx_extent_info x;
+	int ret = vhdx_query(img, off, *len, &x);
 
-	if (off >= vsize || *len == 0)
-		return -EINVAL;
-	end = *len > vsize - off ? vsize : off + *len;
-	pthread_rwlock_rdlock(&img->lock);
-	pb = off / bs;
-	data = block_has_data(img, pb);
-	run = (pb + 1) * bs;
-	/* a block whose entry cannot be read ends the run */
-	while (data >= 0 && run < end && block_has_data(img, run / bs) == data)
-		run += bs;
-	pthread_rwlock_unlock(&img->lock);
-	*len = (run < end ? run : end) - off;
-	return data;
+	if (ret < 0)
+		return ret;
+	*len = x.length;
+	return x.source == VHDX_SOURCE_FILE;
 }

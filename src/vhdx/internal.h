@@ -91,6 +91,25 @@ static inline uint64_t vhdx_bat_bitmap_index(const struct vhdx_geom *g,
 	return (pb / g->chunk_ratio) * (g->chunk_ratio + 1) + g->chunk_ratio;
 }
 
+/* The payload block of BAT entry i (meaningless for a bitmap slot). */
+static inline uint64_t vhdx_bat_entry_block(const struct vhdx_geom *g,
+					    uint64_t i)
+{
+	return i - i / (g->chunk_ratio + 1);
+}
+
+/*
+ * A payload block state that reads as zeros whatever the file holds
+ * (fmt §8.3): never expose stale content.  NOT_PRESENT is not one of them:
+ * it reads the parent in a differencing image.
+ */
+static inline bool vhdx_state_reads_zero(unsigned int state)
+{
+	return state == VHDX_BLOCK_UNDEFINED || state == VHDX_BLOCK_ZERO ||
+	       state == VHDX_BLOCK_UNMAPPED ||
+	       state == VHDX_BLOCK_UNMAPPED_V095;
+}
+
 static inline bool vhdx_bat_is_bitmap_slot(const struct vhdx_geom *g,
 					   uint64_t i)
 {
@@ -281,6 +300,15 @@ void vhdx_msgf(const struct vhdx_image *img, enum vhdx_msg_level level,
  */
 int vhdx_file_read(struct vhdx_image *img, void *buf, size_t len, uint64_t off);
 
+/* ---- files without holes (io_dense.c) ---- */
+
+/*
+ * If fd is a file on NTFS, replace the fd backend's pwrite, truncate,
+ * allocate and zero in io by ones that never leave a hole (the file would
+ * be flagged sparse).  Returns whether it did.
+ */
+bool vhdx_io_dense_setup(struct vhdx_io *io, int fd);
+
 /* ---- open steps, in order (each reports its own errors) ---- */
 
 int vhdx_read_file_id(struct vhdx_image *img);
@@ -358,6 +386,13 @@ void vhdx_parent_free(struct vhdx_image *img);
 /* Read sectors of a PARTIALLY_PRESENT block (bits -> this file/parent). */
 int vhdx_read_partial(struct vhdx_image *img, uint8_t *buf, size_t len,
 		      uint64_t off, uint64_t entry);
+/*
+ * The sector bitmap of the chunk of PARTIALLY_PRESENT block pb, loaded on
+ * first use; NULL with *err set if it cannot be had.
+ */
+const uint8_t *vhdx_chunk_bitmap(struct vhdx_image *img, uint64_t pb, int *err);
+/* The image depth levels down the chain (0: img), NULL past its end. */
+struct vhdx_image *vhdx_chain_image(struct vhdx_image *img, int depth);
 /* Read from the parent, zeros past its end. */
 int vhdx_read_parent(struct vhdx_image *img, uint8_t *buf, size_t len,
 		     uint64_t off);

@@ -121,6 +121,7 @@ void vhdx_io_fd_init(struct vhdx_io *io, int *fdp)
 	io->size = fd_size;
 	io->allocate = fd_allocate;
 	io->zero = fd_zero;
+	vhdx_io_dense_setup(io, *fdp); /* on NTFS: never a hole */
 }
 
 /* ---- the default way to open parent files ---- */

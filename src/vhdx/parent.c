@@ -478,8 +478,7 @@ int vhdx_read_parent(struct vhdx_image *img, uint8_t *buf, size_t len,
  * first use.  Its BAT entry must say SB_BLOCK_PRESENT (fmt §8.4): an eager
  * open checked that already, a lazy BAT (bat.c) only now.
  */
-static const uint8_t *chunk_bitmap(struct vhdx_image *img, uint64_t pb,
-				   int *err)
+const uint8_t *vhdx_chunk_bitmap(struct vhdx_image *img, uint64_t pb, int *err)
 {
 	uint64_t c = pb / img->g.chunk_ratio;
 	uint64_t idx = vhdx_bat_bitmap_index(&img->g, pb);
@@ -539,7 +538,7 @@ int vhdx_read_partial(struct vhdx_image *img, uint8_t *buf, size_t len,
 	const uint8_t *bm;
 	int ret = 0;
 
-	bm = chunk_bitmap(img, pb, &ret);
+	bm = vhdx_chunk_bitmap(img, pb, &ret);
 	if (!bm)
 		return ret;
 	while (len) {

@@ -1,6 +1,6 @@
 /*
  * read.c - the read path: file bytes through the log overlay, and virtual
- * disk reads translated through the BAT (fmt §10.1-§10.2).
+ * disk reads translated through the block query (query.c, fmt §10.1-§10.2).
  */
 #include <errno.h>
 #include <limits.h>
@@ -94,51 +94,6 @@ int vhdx_file_read(struct vhdx_image *img, void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
-/* Read part of one payload block. */
-static int read_in_block(struct vhdx_image *img, uint8_t *buf, size_t len,
-			 uint64_t off)
-{
-	const struct vhdx_geom *g = &img->g;
-	uint64_t pb = off / g->block_size;
-	uint64_t in_block = off % g->block_size;
-	uint64_t idx = vhdx_bat_payload_index(g, pb);
-	uint64_t e;
-	int ret;
-
-	if (idx >= img->bat_entries)
-		return -EIO; /* cannot happen after validation */
-	pthread_rwlock_rdlock(&img->lock);
-	ret = vhdx_bat_get(img, idx, &e);
-	pthread_rwlock_unlock(&img->lock);
-	if (ret < 0)
-		return ret;
-
-	switch (e & VHDX_BAT_STATE_MASK) {
-	case VHDX_BLOCK_FULLY_PRESENT:
-		return vhdx_file_read(img, buf, len,
-				      (e & VHDX_BAT_OFFSET_MASK) + in_block);
-	case VHDX_BLOCK_PARTIALLY_PRESENT:
-		return vhdx_read_partial(img, buf, len, off, e);
-	case VHDX_BLOCK_NOT_PRESENT:
-		if (img->parent)
-			return vhdx_read_parent(img, buf, len, off);
-		memset(buf, 0, len);
-		return 0;
-	case VHDX_BLOCK_UNDEFINED:
-	case VHDX_BLOCK_ZERO:
-	case VHDX_BLOCK_UNMAPPED:
-	case VHDX_BLOCK_UNMAPPED_V095:
-		/* zeros: never expose stale content (fmt §8.3) */
-		memset(buf, 0, len);
-		return 0;
-	default:
-		vhdx_err(img, "BAT: entry %llu has unexpected state %u",
-			 (unsigned long long)idx,
-			 (unsigned)(e & VHDX_BAT_STATE_MASK));
-		return -EIO;
-	}
-}
-
 long vhdx_read(struct vhdx_image *img, void *buf, size_t len, uint64_t off)
 {
 	uint64_t vsize = img->g.virtual_size;
@@ -152,76 +107,50 @@ long vhdx_read(struct vhdx_image *img, void *buf, size_t len, uint64_t off)
 	if (len > LONG_MAX)
 		len = LONG_MAX;
 	while (done < len) {
-		uint64_t o = off + done;
-		uint64_t left = img->g.block_size - o % img->g.block_size;
-		size_t n = len - done < left ? len - done : (size_t)left;
-		int ret = read_in_block(img, p + done, n, o);
+		struct vhdx_extent_info x;
+		int ret = vhdx_query(img, off + done, len - done, &x);
 
+		if (ret == 0 && x.source == VHDX_SOURCE_FILE)
+			ret = vhdx_file_read(vhdx_chain_image(img, x.depth),
+					     p + done, (size_t)x.length,
+					     x.file_offset);
+		else if (ret == 0)
+			memset(p + done, 0, (size_t)x.length);
 		if (ret < 0)
 			return ret;
-		done += n;
+		done += (size_t)x.length;
 	}
 	return (long)done;
-}
-
-/* How one block maps: kind and, for FILE, the file offset of off. */
-static enum vhdx_map_kind map_block(struct vhdx_image *img, uint64_t off,
-				    uint64_t *file_off)
-{
-	uint64_t pb = off / img->g.block_size;
-	uint64_t idx = vhdx_bat_payload_index(&img->g, pb);
-	uint64_t e;
-	int ret;
-
-	if (idx >= img->bat_entries)
-		return VHDX_MAP_OTHER;
-	pthread_rwlock_rdlock(&img->lock);
-	ret = vhdx_bat_get(img, idx, &e);
-	pthread_rwlock_unlock(&img->lock);
-	if (ret < 0)
-		return VHDX_MAP_OTHER; /* vhdx_read reports it */
-	switch (e & VHDX_BAT_STATE_MASK) {
-	case VHDX_BLOCK_FULLY_PRESENT:
-		*file_off =
-		    (e & VHDX_BAT_OFFSET_MASK) + off % img->g.block_size;
-		/* the log overlay or a block cut short by EOF: read normally */
-		if (img->ov_count || *file_off >= vhdx_known_size(img))
-			return VHDX_MAP_OTHER;
-		return VHDX_MAP_FILE;
-	case VHDX_BLOCK_NOT_PRESENT:
-		return img->parent ? VHDX_MAP_OTHER : VHDX_MAP_ZERO;
-	case VHDX_BLOCK_UNDEFINED:
-	case VHDX_BLOCK_ZERO:
-	case VHDX_BLOCK_UNMAPPED:
-	case VHDX_BLOCK_UNMAPPED_V095:
-		return VHDX_MAP_ZERO;
-	default:
-		return VHDX_MAP_OTHER;
-	}
 }
 
 int vhdx_map(struct vhdx_image *img, uint64_t off, uint64_t len,
 	     struct vhdx_mapping *m)
 {
 	uint64_t vsize = img->g.virtual_size, bs = img->g.block_size;
-	uint64_t fo = 0, next_fo = 0, size;
+	struct vhdx_extent_info x;
+	uint64_t size = vhdx_known_size(img);
 
 	if (off >= vsize || !len)
 		return -EINVAL;
 	if (len > vsize - off)
 		len = vsize - off;
-	m->kind = map_block(img, off, &fo);
-	m->file_offset = fo;
-	m->length = bs - off % bs;
-	/* extend over following blocks that continue the same way */
-	while (m->length < len &&
-	       map_block(img, off + m->length, &next_fo) == m->kind &&
-	       (m->kind != VHDX_MAP_FILE || next_fo == fo + m->length))
-		m->length += bs;
-	if (m->length > len)
-		m->length = len;
-	size = vhdx_known_size(img);
-	if (m->kind == VHDX_MAP_FILE && fo + m->length > size)
-		m->length = size > fo ? size - fo : 0;
+	if (vhdx_query(img, off, len, &x) < 0) {
+		/* vhdx_read reports it */
+		m->kind = VHDX_MAP_OTHER;
+		m->length = bs - off % bs < len ? bs - off % bs : len;
+		return 0;
+	}
+	m->length = x.length;
+	m->file_offset = x.file_offset;
+	if (x.source == VHDX_SOURCE_ZERO)
+		m->kind = VHDX_MAP_ZERO;
+	/* a parent's file, the log overlay or a block cut short by EOF:
+	 * read normally */
+	else if (x.depth || img->ov_count || x.file_offset >= size)
+		m->kind = VHDX_MAP_OTHER;
+	else
+		m->kind = VHDX_MAP_FILE;
+	if (m->kind == VHDX_MAP_FILE && x.file_offset + m->length > size)
+		m->length = size - x.file_offset;
 	return 0;
 }

@@ -36,8 +36,29 @@ struct vhdx_io {
 	int (*zero)(void *opaque, uint64_t off, uint64_t len, int unmap);
 };
 
-/* Backend on an open file descriptor (pread/pwrite/fdatasync/ftruncate). */
+/*
+ * Backend on an open file descriptor (pread/pwrite/fdatasync/ftruncate).
+ * *fdp must be open: on NTFS (ntfs-3g, ntfs3) the backend then never makes
+ * a hole, which would flag the file sparse (Windows refuses to attach a
+ * sparse VHDX): growth is written as zeros, discard writes zeros instead
+ * of punching holes, and nothing is fallocate'd.
+ */
 void vhdx_io_fd_init(struct vhdx_io *io, int *fdp);
+
+/*
+ * After vhdx_io_fd_init: never extend the file without allocating the new
+ * space (fallocate, or zeros written where the file system has none), so
+ * that it has no holes and a plain copy of it stays dense.  For writing
+ * new images; on NTFS nothing more to do.
+ */
+void vhdx_io_fd_dense(struct vhdx_io *io);
+
+/*
+ * 1 if fd is a file on NTFS flagged sparse (FILE_ATTRIBUTE_SPARSE_FILE, as
+ * ntfs-3g and ntfs3 show it in the system.ntfs_attrib_be attribute), 0 if
+ * on NTFS and not, -ENOTSUP if not on NTFS, or -errno.
+ */
+int vhdx_fd_ntfs_sparse(int fd);
 
 /* Message severities passed to the sink (same values as syslog's). */
 enum vhdx_msg_level {
@@ -263,6 +284,38 @@ struct vhdx_create_opts {
  * 0 or a negative errno (-EINVAL with a message for invalid options).
  */
 int vhdx_create(const struct vhdx_io *io, const struct vhdx_create_opts *o);
+
+/* ---- what a range of the virtual disk reads (query.c) ---- */
+
+enum vhdx_source {
+	VHDX_SOURCE_ZERO = 0, /* reads as zeros, stored nowhere */
+	VHDX_SOURCE_FILE = 1, /* stored in the file of the image at depth */
+};
+
+struct vhdx_extent_info {
+	uint64_t length;	 /* bytes from off answered alike (> 0) */
+	enum vhdx_source source; /* where they are read from */
+	int depth;		 /* the image whose BAT answers: 0 this one,
+				    d the parent d levels down the chain */
+	unsigned int state;	 /* its block's state (enum vhdx_block_state);
+				    for FILE, FULLY_ or PARTIALLY_PRESENT */
+	uint64_t file_offset;	 /* FILE: where off is in that image's file */
+};
+
+/*
+ * The one block query: how the range [off, off + len) (off < virtual size;
+ * len clipped to the end of the disk) starts.  Follows the chain of a
+ * differencing image (NOT_PRESENT blocks, and the sectors of a
+ * PARTIALLY_PRESENT block whose bitmap bit is 0) down to the image that
+ * holds the data or says zeros, and answers with the longest run from off
+ * that reads from the same image, in the same state and, for FILE, from
+ * consecutive file bytes.  A range a smaller parent does not cover reads as
+ * zeros (state NOT_PRESENT at the depth of the child).  Valid until the
+ * next write to the range.  0, -EINVAL (off or len out of range), or the
+ * error of a BAT entry or sector bitmap that cannot be read (-EIO).
+ */
+int vhdx_query(struct vhdx_image *img, uint64_t off, uint64_t len,
+	       struct vhdx_extent_info *x);
 
 /* Where a range of the virtual disk lives (vhdx_map). */
 enum vhdx_map_kind {

@@ -131,11 +131,11 @@ int vhdx_describe(struct vhdx_image *img, struct vhdx_description **out);
 void vhdx_describe_free(struct vhdx_description *d);
 
 /*
- * Allocation map.  Returns 1 if the len bytes at off (a virtual disk offset)
- * start with data stored in the image, 0 if they start with a range that
- * reads as zeros without being stored (a block that is not present, ZERO,
- * UNMAPPED...), or -errno.  *len is cut to the length of that run (and to
- * the end of the disk).
+ * Allocation map (vhdx_query).  Returns 1 if the len bytes at off (a
+ * virtual disk offset) start with data stored in the image or in a parent,
+ * 0 if they start with a range that reads as zeros without being stored (a
+ * block that is not present, ZERO, UNMAPPED...), or -errno.  *len is cut to
+ * the length of that run (and to the end of the disk).
  */
 int vhdx_block_status(struct vhdx_image *img, uint64_t off, uint64_t *len);
 

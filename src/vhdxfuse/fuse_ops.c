@@ -318,6 +318,8 @@ static void vf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	/* The content cannot change behind the kernel's back. */
 	fi->keep_cache = 1;
+	if ((fi->flags & O_ACCMODE) != O_RDONLY)
+		__atomic_add_fetch(&fs->writers, 1, __ATOMIC_RELAXED);
 	fuse_reply_open(req, fi);
 }
 
@@ -525,10 +527,13 @@ static void vf_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 static void vf_release(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
-	if ((fi->flags & O_ACCMODE) != O_RDONLY)
+	if ((fi->flags & O_ACCMODE) != O_RDONLY) {
+		__atomic_sub_fetch(&vf_fs_of(req)->writers, 1,
+				   __ATOMIC_RELAXED);
 		vf_sync(req);
-	else
+	} else {
 		vf_reply_ok(req);
+	}
 }
 
 static void vf_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
@@ -679,6 +684,66 @@ static void vf_statfs(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_statfs(req, &sv);
 }
 
+/*
+ * SEEK_DATA and SEEK_HOLE (lseek(2)) from the block query, through the
+ * parent chain: what reads as zeros without being stored (blocks not
+ * present, ZERO, UNMAPPED, sectors of a partial block a parent leaves
+ * empty) is a hole, the rest is data.  The end of the disk is a hole.
+ *
+ * With the writeback cache the kernel may still hold written pages that
+ * have not reached us, and it does not send them before asking: while a
+ * writable handle is open the whole disk is then called data, which is
+ * always true (and what the kernel answers without this op).
+ */
+static int vf_seek(struct vf_fs *fs, uint64_t pos, int whence, uint64_t *out)
+{
+	int want_data = whence == SEEK_DATA;
+
+	if (fs->wbc && __atomic_load_n(&fs->writers, __ATOMIC_RELAXED)) {
+		*out = pos;
+		if (!want_data)
+			*out = fs->size;
+		return 0;
+	}
+	while (pos < fs->size) {
+		struct vhdx_extent_info x;
+		int ret = vhdx_query(fs->img, pos, fs->size - pos, &x);
+
+		if (ret < 0)
+			return ret;
+		if ((x.source == VHDX_SOURCE_FILE) == want_data)
+			break;
+		pos += x.length;
+	}
+	if (pos >= fs->size && want_data)
+		return -ENXIO;
+	*out = pos < fs->size ? pos : fs->size;
+	return 0;
+}
+
+static void vf_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		     struct fuse_file_info *fi)
+{
+	struct vf_fs *fs = vf_fs_of(req);
+	uint64_t pos;
+	int ret;
+
+	if (!vf_is_file(fs, ino) ||
+	    (whence != SEEK_DATA && whence != SEEK_HOLE)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (off < 0 || (uint64_t)off >= fs->size) {
+		fuse_reply_err(req, ENXIO);
+		return;
+	}
+	ret = vf_seek(fs, (uint64_t)off, whence, &pos);
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else
+		fuse_reply_lseek(req, (off_t)pos);
+}
+
 const struct fuse_lowlevel_ops vf_ops = {
     .init = vf_init,
     .lookup = vf_lookup,
@@ -696,4 +761,5 @@ const struct fuse_lowlevel_ops vf_ops = {
     .releasedir = vf_releasedir,
     .fsyncdir = vf_fsyncdir,
     .statfs = vf_statfs,
+    .lseek = vf_lseek,
 };

@@ -63,6 +63,8 @@ struct vf_fs {
 	uint64_t size;		 /* virtual disk size in bytes */
 	uint64_t alloc_bytes;	 /* bytes backed by payload blocks */
 	uint32_t blksize;	 /* st_blksize of the disk file */
+	unsigned int writers;	 /* open writable handles (atomic), see
+				    vf_lseek */
 	struct timespec mtime;	 /* the image file's mtime */
 	uid_t uid;
 	gid_t gid;

@@ -255,6 +255,8 @@ int vt_cmd_check(int argc, char **argv)
 	ret = vt_check_pass(&c, &r, false, &opened);
 	if (ret)
 		return ret;
+	if (vt_ntfs_sparse_check(c.path))
+		r.warnings++;
 	if (c.repair && opened && (r.repairable || r.leaked_bytes))
 		return vt_check_repair(&c);
 	vt_check_summary(&c, &r, opened);

@@ -80,6 +80,7 @@ static const struct option vt_convert_longopts[] = {
     {"log-size", required_argument, NULL, VT_OPT_LOG_SIZE},
     {"parent", required_argument, NULL, VT_OPT_PARENT},
     {"creator", required_argument, NULL, VT_OPT_CREATOR},
+    {"sparse", no_argument, NULL, VT_OPT_SPARSE},
     {"force", no_argument, NULL, 'f'},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
@@ -290,6 +291,8 @@ static int vt_dst_open_vhdx(struct vt_dst *d, const struct vt_convert_cmd *c,
 	o.msg = vt_vhdx_msg;
 	o.msg_opaque = (void *)d->path;
 	vhdx_io_fd_init(&d->io, &d->out.fd);
+	if (!c->a.sparse)
+		vhdx_io_fd_dense(&d->io);
 	ret = vhdx_create(&d->io, &o);
 	if (ret < 0)
 		return ret == -EINVAL ? VT_EXIT_USAGE : VT_EXIT_FAILURE;

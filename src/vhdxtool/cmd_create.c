@@ -62,6 +62,7 @@ static const struct option vt_create_longopts[] = {
     {"log-size", required_argument, NULL, VT_OPT_LOG_SIZE},
     {"parent", required_argument, NULL, VT_OPT_PARENT},
     {"creator", required_argument, NULL, VT_OPT_CREATOR},
+    {"sparse", no_argument, NULL, VT_OPT_SPARSE},
     {"force", no_argument, NULL, 'f'},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
@@ -336,6 +337,8 @@ int vt_cmd_create(int argc, char **argv)
 	c.a.o.msg = vt_vhdx_msg;
 	c.a.o.msg_opaque = (void *)c.image;
 	vhdx_io_fd_init(&io, &out.fd);
+	if (!c.a.sparse)
+		vhdx_io_fd_dense(&io);
 	ret = vhdx_create(&io, &c.a.o);
 	if (ret == 0 && vt_interrupted)
 		ret = -EINTR;

@@ -36,6 +36,7 @@ struct vt_info {
 	const char *path;
 	const struct vhdx_description *d;
 	uint64_t file_allocated; /* st_blocks * 512 */
+	int ntfs_sparse;	 /* vhdx_fd_ntfs_sparse of the file */
 	struct vt_level *chain;
 	int n_chain;
 	char *chain_error; /* why the parent cannot be used, or NULL */
@@ -258,6 +259,8 @@ static void vt_text_summary(const struct vt_info *vi)
 	printf("%-22s{%s}\n", "virtual disk id:", vi->d->disk_id);
 	vt_text_size("file size:", i->file_size);
 	vt_text_size("file allocated:", vi->file_allocated);
+	if (vi->ntfs_sparse == 1)
+		vt_ntfs_sparse_advice(vi->path);
 	vt_text_size("blocks allocated:", vt_allocated(vi->d));
 }
 
@@ -445,6 +448,10 @@ static void vt_json_summary(struct vt_json *j, const struct vt_info *vi)
 	vt_json_u64(j, "file_parameters_flags", d->file_parameter_flags);
 	vt_json_u64(j, "file_size", i->file_size);
 	vt_json_u64(j, "file_allocated_bytes", vi->file_allocated);
+	if (vi->ntfs_sparse >= 0)
+		vt_json_bool(j, "ntfs_sparse", vi->ntfs_sparse);
+	else
+		vt_json_null(j, "ntfs_sparse"); /* not on NTFS */
 	vt_json_u64(j, "allocated_bytes", vt_allocated(d));
 	vt_json_u64(j, "current_header", (uint64_t)i->current_header);
 }
@@ -791,6 +798,7 @@ int vt_cmd_info(int argc, char **argv)
 	}
 	if (fstat(img.fd, &st) == 0)
 		vi.file_allocated = (uint64_t)st.st_blocks * 512;
+	vi.ntfs_sparse = vhdx_fd_ntfs_sparse(img.fd);
 	vi.d = d;
 	if (c.json)
 		vt_print_json(&vi);

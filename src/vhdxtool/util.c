@@ -7,10 +7,12 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "vhdxtool.h"
 
@@ -245,7 +247,31 @@ int vt_create_arg(const char *cmd, struct vt_create_args *a, int c,
 		a->any_given = true;
 		a->o.creator = arg;
 		return 0;
+	case VT_OPT_SPARSE:
+		a->sparse = true;
+		return 0;
 	default:
 		return -1;
 	}
+}
+
+bool vt_ntfs_sparse_check(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	int sparse = fd < 0 ? -errno : vhdx_fd_ntfs_sparse(fd);
+
+	if (fd >= 0)
+		close(fd);
+	if (sparse == 1)
+		vt_ntfs_sparse_advice(path);
+	return sparse == 1;
+}
+
+void vt_ntfs_sparse_advice(const char *path)
+{
+	printf("%s: warning: the file is flagged sparse on NTFS: Windows "
+	       "refuses to attach it\n"
+	       "%s: (Linux cannot clear the flag; on Windows: fsutil sparse "
+	       "setflag FILE 0)\n",
+	       path, path);
 }

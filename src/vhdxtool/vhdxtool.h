@@ -60,6 +60,14 @@ void vt_vhdx_msg(void *opaque, enum vhdx_msg_level level, const char *msg);
 /* The exit code for a failed vhdx_open: damage vs. operational. */
 int vt_exit_for_open_error(int err);
 
+/*
+ * An image file flagged sparse on NTFS (Windows refuses to attach it):
+ * print a warning and how to clear the flag to stdout.  _check opens
+ * PATH itself and returns whether it printed.
+ */
+bool vt_ntfs_sparse_check(const char *path);
+void vt_ntfs_sparse_advice(const char *path);
+
 /* ---- option values (util.c) ---- */
 
 /* "SIZE[K|M|G|T]" (binary multiples, "KiB" etc. too); 0 or -EINVAL. */
@@ -78,6 +86,7 @@ struct vt_create_args {
 	bool any_given;	    /* some VHDX-only option appeared */
 	bool type_given;    /* -t appeared */
 	const char *parent; /* --parent: the parent of a differencing image */
+	bool sparse;	    /* --sparse: leave holes in the new file */
 };
 
 /* --help text of the create options (create and convert). */
@@ -94,7 +103,12 @@ struct vt_create_args {
 	"(default 1M)\n"                                                       \
 	"      --creator TEXT         the creator string of the file\n"        \
 	"                             identifier (UTF-8, at most 255 UTF-16\n" \
-	"                             units; default \"vhdxfuse VERSION\")\n"
+	"                             units; default \"vhdxfuse VERSION\")\n" \
+	"      --sparse               leave the file's unused space as "       \
+	"holes\n"                                                              \
+	"                             (default: allocated, no holes, so "      \
+	"that\n"                                                               \
+	"                             a copy to NTFS is not flagged sparse)\n"
 
 /* Long options of struct vt_create_args, for getopt_long tables. */
 enum {
@@ -105,6 +119,7 @@ enum {
 	VT_OPT_PARENT,
 	VT_OPT_JSON,
 	VT_OPT_CREATOR,
+	VT_OPT_SPARSE,
 };
 
 /*
@@ -226,5 +241,6 @@ int vt_cmd_convert(int argc, char **argv);
 int vt_cmd_info(int argc, char **argv);
 int vt_cmd_check(int argc, char **argv);
 int vt_cmd_merge(int argc, char **argv);
+int vt_cmd_map(int argc, char **argv);
 
 #endif /* VHDXTOOL_H */
