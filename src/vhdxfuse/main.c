@@ -359,6 +359,9 @@ static void *vf_watcher(void *arg)
 
 extern char **environ;
 
+/* vf_register_utab() added a utab entry */
+static bool vf_utab_registered;
+
 /* The daemon's runtime record (see vhdx_record_write); best effort. */
 static void vf_record(const struct vf_fs *fs, bool closing)
 {
@@ -398,6 +401,52 @@ static void vf_register_utab(const struct vf_fs *fs)
 	}
 	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
 		;
+	vf_utab_registered = WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
+/* Does utab still have our entry for mountpoint? (libmount's escapes) */
+static bool vf_utab_has(const char *mountpoint)
+{
+	FILE *f = fopen("/run/mount/utab", "re");
+	char want[3 * PATH_MAX + 16], *w = want, *line = NULL;
+	size_t cap = 0;
+	bool found = false;
+
+	if (!f)
+		return false;
+	w += sprintf(w, "TARGET=");
+	for (const char *p = mountpoint; *p; p++)
+		w += strchr(" \t\n\\", *p) ? sprintf(w, "\\%03o", *p)
+					   : sprintf(w, "%c", *p);
+	sprintf(w, " ");
+	while (!found && getline(&line, &cap, f) > 0)
+		found = strstr(line, want) && strstr(line, "helper=vhdxfuse");
+	free(line);
+	fclose(f);
+	return found;
+}
+
+/*
+ * When the mount went away without umount(8) (fusermount3 -u, a signal),
+ * its utab entry is left: remove it, through umount(8) again (--fake: no
+ * unmount), unless the mount point is mounted anew already.
+ */
+static void vf_unregister_utab(const struct vf_fs *fs)
+{
+	char *argv[] = {"umount",	"--fake", "-i", "--no-canonicalize",
+			fs->mountpoint, NULL};
+	pid_t pid;
+	int st;
+
+	for (int i = 0; vf_utab_registered && i < 4; i++) {
+		if (vhdx_mountinfo_find(fs->mountpoint, NULL, 0, NULL, 0) ||
+		    !vf_utab_has(fs->mountpoint))
+			return;
+		if (posix_spawnp(&pid, "umount", NULL, NULL, argv, environ))
+			return;
+		while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+			;
+	}
 }
 
 /*
@@ -518,8 +567,10 @@ static int vf_close(struct vf_fs *fs)
 	}
 	if (fs->fd >= 0)
 		close(fs->fd);
-	if (fs->mountpoint)
+	if (fs->mountpoint) {
+		vf_unregister_utab(fs);
 		vhdx_record_remove();
+	}
 	free(fs->filename);
 	free(fs->mountpoint);
 	return ret ? VF_EXIT_MOUNT : VF_EXIT_OK;
