@@ -359,6 +359,27 @@ static void *vf_watcher(void *arg)
 
 extern char **environ;
 
+/* Run mount(8) or umount(8) quietly and wait: its exit status, or -1. */
+static int vf_run_quiet(char *const argv[])
+{
+	posix_spawn_file_actions_t fa;
+	pid_t pid;
+	int st, err;
+
+	if (posix_spawn_file_actions_init(&fa))
+		return -1;
+	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+	err = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	if (err)
+		return -1;
+	while (waitpid(pid, &st, 0) < 0)
+		if (errno != EINTR)
+			return -1;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
 /* vf_register_utab() added a utab entry */
 static bool vf_utab_registered;
 
@@ -388,20 +409,14 @@ static void vf_register_utab(const struct vf_fs *fs)
 			"-o",	 "helper=vhdxfuse,uhelper=vhdxfuse",
 			source,	 fs->mountpoint,
 			NULL};
-	pid_t pid;
-	int st;
 
 	if (geteuid() != 0 ||
 	    vhdx_mountinfo_find(fs->mountpoint, type, sizeof(type), source,
 				sizeof(source)) != 1)
 		return;
-	if (posix_spawnp(&pid, "mount", NULL, NULL, argv, environ)) {
-		vf_log(LOG_DEBUG, "cannot run mount(8) for utab");
-		return;
-	}
-	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-		;
-	vf_utab_registered = WIFEXITED(st) && WEXITSTATUS(st) == 0;
+	vf_utab_registered = vf_run_quiet(argv) == 0;
+	if (!vf_utab_registered)
+		vf_log(LOG_DEBUG, "mount -f for utab failed");
 }
 
 /* Does utab still have our entry for mountpoint? (libmount's escapes) */
@@ -435,17 +450,13 @@ static void vf_unregister_utab(const struct vf_fs *fs)
 {
 	char *argv[] = {"umount",	"--fake", "-i", "--no-canonicalize",
 			fs->mountpoint, NULL};
-	pid_t pid;
-	int st;
 
 	for (int i = 0; vf_utab_registered && i < 4; i++) {
 		if (vhdx_mountinfo_find(fs->mountpoint, NULL, 0, NULL, 0) ||
 		    !vf_utab_has(fs->mountpoint))
 			return;
-		if (posix_spawnp(&pid, "umount", NULL, NULL, argv, environ))
+		if (vf_run_quiet(argv))
 			return;
-		while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-			;
 	}
 }
 
