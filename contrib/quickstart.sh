@@ -4,7 +4,8 @@
 #
 #   contrib/quickstart.sh [IMAGE [MOUNTPOINT]]       (as root, Debian 12)
 #
-# Unmount afterwards with:  fusermount3 -u MOUNTPOINT
+# Unmount afterwards with:  ./vhdxfuse -u MOUNTPOINT (returns once the image
+# is closed; "umount" does the same once "make install" put its helper in /sbin)
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -47,5 +48,5 @@ The virtual disk of $image is now the file $raw.
 Use it like any disk image, for example:
     mount -o loop $raw /mnt/fs                 (a file system)
     losetup -P --show -f $raw                   (a partitioned disk)
-When done: umount /mnt/fs (or losetup -d), then  fusermount3 -u $mnt
+When done: umount /mnt/fs (or losetup -d), then  ./vhdxfuse -u $mnt
 MSG

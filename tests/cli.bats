@@ -878,7 +878,7 @@ EOF
 	run_vf -o ro "$IMG" "$MNT"
 	kill "$holder"
 	assert_failure 32
-	[[ $stderr == *"$IMG is in use (locked by another process)"* ]]
+	[[ $stderr == *"$IMG is in use (locked by PID "* ]]
 	assert_not_mounted "$MNT"
 }
 
@@ -895,7 +895,7 @@ EOF
 		# shellcheck disable=SC2086
 		run_vf $o "$IMG" "$T/second.raw"
 		assert_failure 32
-		[[ $stderr == *"$IMG is in use (locked by another process)"* ]] || {
+		[[ $stderr == *"$IMG is in use (locked by PID "* ]] || {
 			echo "with '$o': $stderr"
 			return 1
 		}
@@ -932,7 +932,7 @@ EOF
 		# shellcheck disable=SC2086
 		run_vf $o "$IMG" "$T/second.raw"
 		assert_failure 32
-		[[ $stderr == *"$IMG is in use (locked by another process)"* ]] || {
+		[[ $stderr == *"$IMG is in use (locked by PID "* ]] || {
 			echo "with '$o': $stderr"
 			return 1
 		}
@@ -972,7 +972,7 @@ EOF
 	vf_umount "$MNT"
 	kill "$holder"
 	[ "$st" -eq 32 ]
-	[[ $err == *"$IMG is in use (locked by another process)"* ]]
+	[[ $err == *"$IMG is in use (locked by PID "* ]]
 	assert_not_mounted "$MNT"
 }
 

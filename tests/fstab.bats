@@ -1,18 +1,21 @@
 #!/usr/bin/env bats
 # fstab and mount(8): entries of type fuse.vhdxfuse (through the stock
-# mount.fuse3) and vhdxfuse (through contrib/mount.vhdxfuse), read-only (ro)
+# mount.fuse3) and vhdxfuse (through contrib/mount.vhdxfuse.in), read-only (ro)
 # and read-write (the default: defaults, rw), mounted with
 # `mount --fstab FILE MOUNTPOINT`, unmounted with umount(8), and no daemon
 # left behind.
 #
 # mount(8) runs its helpers with a fixed PATH, not the caller's, so the
-# daemon of the build tree is made visible as /usr/local/bin/vhdxfuse, and
-# the helper as /sbin/mount.vhdxfuse (the only places mount(8) looks), for
-# the duration of a test, and only if nothing is installed there.
+# daemon of the build tree is made visible as /usr/local/bin/vhdxfuse (for
+# the stock mount.fuse3), and the helpers mount.vhdxfuse and umount.vhdxfuse
+# in /sbin (the only place mount(8) looks, see lib/sbin.bash), for the
+# duration of a test, and only if nothing else is installed there.  With
+# the umount helper, umount(8) returns only once the daemon has exited.
 
 bats_require_minimum_version 1.5.0
 
 load lib/common
+load lib/sbin
 
 # What mount(8) finds when its helpers run "vhdxfuse".
 VF_STD_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -31,6 +34,7 @@ setup() {
 		"$IMG" >/dev/null
 	qemu-img convert -f vhdx -O raw "$IMG" "$T/ref.raw"
 	install_daemon
+	install_sbin_helpers
 }
 
 teardown() {
@@ -39,6 +43,7 @@ teardown() {
 	for f in "${VF_INSTALLED[@]}"; do
 		rm -f "$f"
 	done
+	sbin_teardown
 }
 
 # Make the build tree's daemon the one mount(8)'s helpers run.
@@ -52,18 +57,6 @@ install_daemon() {
 	fi
 	ln -s "$(readlink -f "$VHDXFUSE")" /usr/local/bin/vhdxfuse
 	VF_INSTALLED+=(/usr/local/bin/vhdxfuse)
-}
-
-# Make contrib/mount.vhdxfuse the helper of the type vhdxfuse.
-install_helper() {
-	local helper=/sbin/mount.vhdxfuse src=$TOP_SRCDIR/contrib/mount.vhdxfuse
-	if [ -e "$helper" ]; then
-		cmp -s "$helper" "$src" ||
-			skip "$helper is installed and differs from $src"
-		return 0
-	fi
-	install -m 755 "$src" "$helper"
-	VF_INSTALLED+=("$helper")
 }
 
 # PIDs of the vhdxfuse processes that have MOUNTPOINT as an argument.
@@ -108,14 +101,14 @@ assert_vhdxfuse_mount() {
 	VF_PIDS+=("$VF_DAEMON")
 }
 
-# umount(8) MOUNTPOINT, then the daemon must exit.
+# umount(8) MOUNTPOINT; when it returns, the daemon has exited already.
 umount_and_check() {
 	local mnt=$1
 	run umount "$mnt"
 	assert_success
 	run findmnt -rn -M "$mnt"
 	assert_failure
-	wait_exited "$VF_DAEMON" 10
+	wait_exited "$VF_DAEMON" 0
 }
 
 @test "fstab type fuse.vhdxfuse with ro,nofail,x-systemd.automount" {
@@ -129,7 +122,6 @@ umount_and_check() {
 }
 
 @test "fstab type vhdxfuse (mount.vhdxfuse helper) with ro,nofail,x-systemd.automount" {
-	install_helper
 	fstab_mount "$IMG" "$MNT" vhdxfuse ro,nofail,x-systemd.automount
 	assert_success
 	assert_vhdxfuse_mount "$MNT"
@@ -138,7 +130,6 @@ umount_and_check() {
 }
 
 @test "fstab options reach the daemon: uid, umask, filename; file mount point" {
-	install_helper
 	local mode
 	mode=$(printf '%o' $((0444 & ~027)))
 	fstab_mount "$IMG" "$MNT" vhdxfuse ro,uid=1234,gid=99,umask=027,filename=x.img,_netdev
@@ -179,7 +170,6 @@ EOF
 }
 
 @test "fstab entries with defaults (no ro) mount read-write; writes reach the image" {
-	install_helper
 	local type
 	for type in fuse.vhdxfuse vhdxfuse; do
 		fstab_mount "$IMG" "$MNT" "$type" defaults
@@ -198,7 +188,6 @@ EOF
 }
 
 @test "fstab entries with rw and with ro,nofail side by side for two images" {
-	install_helper
 	cp "$IMG" "$T/other.vhdx"
 	cp "$T/ref.raw" "$T/other.raw"
 	mkdir "$T/mnt2"
@@ -232,7 +221,6 @@ EOF
 }
 
 @test "mount -t vhdxfuse and -t fuse.vhdxfuse on the command line, with -o ro and without" {
-	install_helper
 	local type
 	for type in vhdxfuse fuse.vhdxfuse; do
 		VF_MOUNTS+=("$MNT")
@@ -253,7 +241,6 @@ EOF
 }
 
 @test "a bad image through mount(8): fails, nothing mounted, image untouched" {
-	install_helper
 	head -c 65536 /dev/urandom >"$T/bad.vhdx"
 	local before
 	before=$(sha256 "$T/bad.vhdx")
@@ -267,7 +254,6 @@ EOF
 }
 
 @test "mount -f (fake) through the helper mounts nothing" {
-	install_helper
 	VF_MOUNTS+=("$MNT")
 	run mount -f -t vhdxfuse -o ro "$IMG" "$MNT" 3>&-
 	assert_success

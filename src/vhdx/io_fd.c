@@ -126,52 +126,18 @@ void vhdx_io_fd_init(struct vhdx_io *io, int *fdp)
 
 /* ---- the default way to open parent files ---- */
 
-/* Refuse paths into kernel pseudo file systems and device trees. */
-static bool path_forbidden(const char *path)
-{
-	static const char *const roots[] = {"/proc/", "/sys/", "/dev/"};
-	char *real = realpath(path, NULL);
-	bool bad = false;
-
-	if (!real)
-		return false; /* open() reports the real error */
-	for (size_t i = 0; i < sizeof(roots) / sizeof(roots[0]); i++)
-		if (!strncmp(real, roots[i], strlen(roots[i])))
-			bad = true;
-	free(real);
-	return bad;
-}
-
 static int fdf_open(void *opaque, const char *path, struct vhdx_io *io,
 		    uint64_t id[2])
 {
-	struct flock lk = {.l_type = F_RDLCK, .l_whence = SEEK_SET};
-	struct stat st;
-	int *fdp;
-	int fd;
-
-	if (path_forbidden(path))
-		return -EPERM;
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-	if (fd < 0)
-		return -errno;
-	if (fstat(fd, &st) < 0) {
-		int err = -errno;
-
-		close(fd);
-		return err;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		close(fd);
-		return S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
-	}
 	/* a parent is read by us, so nobody may write it meanwhile */
-	if (!opaque && fcntl(fd, F_OFD_SETLK, &lk) < 0) {
-		int err = errno == EAGAIN || errno == EACCES ? -EBUSY : -errno;
+	unsigned int flags =
+	    VHDX_FILE_UNTRUSTED_PATH | (opaque ? VHDX_FILE_NOLOCK : 0);
+	struct vhdx_file_status st;
+	int *fdp, fd, ret;
 
-		close(fd);
-		return err;
-	}
+	ret = vhdx_file_open(path, flags, VHDX_LOCK_WAIT_DEFAULT_MS, &fd, &st);
+	if (ret)
+		return ret;
 	fdp = malloc(sizeof(*fdp));
 	if (!fdp) {
 		close(fd);
@@ -179,8 +145,8 @@ static int fdf_open(void *opaque, const char *path, struct vhdx_io *io,
 	}
 	*fdp = fd;
 	vhdx_io_fd_init(io, fdp);
-	id[0] = (uint64_t)st.st_dev;
-	id[1] = (uint64_t)st.st_ino;
+	id[0] = st.dev;
+	id[1] = st.ino;
 	return 0;
 }
 

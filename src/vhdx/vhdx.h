@@ -9,6 +9,7 @@
 #ifndef VHDX_H
 #define VHDX_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -59,6 +60,70 @@ void vhdx_io_fd_dense(struct vhdx_io *io);
  * on NTFS and not, -ENOTSUP if not on NTFS, or -errno.
  */
 int vhdx_fd_ntfs_sparse(int fd);
+ * Opening an image file and taking its lock (file.c): one set of rules for
+ * every file the library, the daemon and the tool open as an image.
+ * Regular files only (-EISDIR, -EINVAL otherwise).  The lock is an OFD
+ * lock on the whole file, shared to read and exclusive with
+ * VHDX_FILE_WRITE, so a read-write open never runs beside any other open
+ * of the image (nor beside a qemu-img that locks it).  A file system
+ * without locks is opened without one (status->locked false).
+ */
+#define VHDX_FILE_WRITE 0x1u /* read-write and an exclusive lock */
+#define VHDX_FILE_NOLOCK \
+	0x2u /* no lock (the caller holds one elsewhere,
+				 or inspects an image in use: force share) */
+#define VHDX_FILE_UNTRUSTED_PATH \
+	0x4u /* a path read from an image: refuse
+					 /proc, /sys and /dev (-EPERM) */
+
+/* Who holds the lock of an image file, as far as can be found out. */
+struct vhdx_lock_holder {
+	long pid;	       /* 0: not found */
+	char prog[32];	       /* its command name, "" if unknown */
+	char mountpoint[4096]; /* a vhdxfuse daemon's mount point, or "" */
+	bool closing;	       /* a daemon that is unmounted, shutting down */
+};
+
+struct vhdx_file_status {
+	bool locked;	/* false: asked for none, or lock_errno */
+	int lock_errno; /* why the file system gave no lock */
+	unsigned long long dev, ino;
+	struct vhdx_lock_holder holder; /* on -EBUSY: who has the lock */
+};
+
+/*
+ * Open path into *fdp and lock it.  When the lock is taken by a daemon
+ * that is shutting down (its mount is gone), wait for it up to wait_ms
+ * milliseconds.  0, -EBUSY (status->holder says who), or -errno.  status
+ * may be NULL.
+ */
+int vhdx_file_open(const char *path, unsigned int flags, unsigned int wait_ms,
+		   int *fdp, struct vhdx_file_status *status);
+/* Default of the wait above for both front ends, in milliseconds. */
+#define VHDX_LOCK_WAIT_DEFAULT_MS 5000
+
+/* Find who holds a lock on the file open as fd: 1 if found. */
+int vhdx_lock_holder_find(int fd, struct vhdx_lock_holder *h);
+/* "locked by PID 123 (vhdxfuse), mounted at /mnt" */
+void vhdx_lock_holder_describe(const struct vhdx_lock_holder *h, char *buf,
+			       size_t len);
+
+/*
+ * A running vhdxfuse daemon's record (in /run/vhdxfuse for root, else in
+ * $XDG_RUNTIME_DIR/vhdxfuse): its PID, the image's device and inode, its
+ * mount point and whether it is closing.  Written by the daemon, removed at
+ * its exit; read by vhdx_lock_holder_find() and vhdx_daemon_find().
+ */
+int vhdx_record_write(int fd, const char *mountpoint, bool closing);
+void vhdx_record_remove(void);
+/* The daemon serving mountpoint (absolute, resolved): 1 if found. */
+int vhdx_daemon_find(const char *mountpoint, struct vhdx_lock_holder *h);
+/*
+ * The mount at path (absolute, resolved) in /proc/self/mountinfo: 1 and its
+ * type and source (either may be NULL), 0 if none, -errno.
+ */
+int vhdx_mountinfo_find(const char *path, char *fstype, size_t fstype_len,
+			char *source, size_t source_len);
 
 /* Message severities passed to the sink (same values as syslog's). */
 enum vhdx_msg_level {

@@ -14,57 +14,17 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "vhdxfuse.h"
 
 #define VF_BLKSIZE 4096
-
-/* Undo the octal escapes (\040 for a space ...) of /proc/self/mountinfo. */
-static void vf_unescape(char *s)
-{
-	char *w = s;
-
-	for (; *s; s++) {
-		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' &&
-		    s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
-			*w++ = (char)((s[1] - '0') << 6 | (s[2] - '0') << 3 |
-				      (s[3] - '0'));
-			s += 3;
-		} else {
-			*w++ = *s;
-		}
-	}
-	*w = '\0';
-}
-
-/* Is path (absolute, resolved) already the mount point of something? */
-static int vf_is_mountpoint(const char *path)
-{
-	FILE *f = fopen("/proc/self/mountinfo", "re");
-	char *line = NULL;
-	size_t cap = 0;
-	int found = 0;
-
-	if (!f)
-		return 0;
-	while (!found && getline(&line, &cap, f) > 0) {
-		char mp[PATH_MAX + 1];
-
-		/* id parent major:minor root MOUNTPOINT ... */
-		if (sscanf(line, "%*s %*s %*s %*s %4096s", mp) != 1)
-			continue;
-		vf_unescape(mp);
-		found = !strcmp(mp, path);
-	}
-	free(line);
-	fclose(f);
-	return found;
-}
 
 /*
  * A directory (holds the disk file) or a regular file (is the disk).  The
@@ -92,7 +52,7 @@ static int vf_check_mountpoint(struct vf_fs *fs, const char *mountpoint)
 		vf_log(LOG_ERR, "%s: %s", mountpoint, strerror(errno));
 		return VF_EXIT_MOUNT;
 	}
-	if (vf_is_mountpoint(fs->mountpoint)) {
+	if (vhdx_mountinfo_find(fs->mountpoint, NULL, 0, NULL, 0) == 1) {
 		vf_log(LOG_ERR,
 		       "%s: already a mount point (in use); unmount it first",
 		       mountpoint);
@@ -101,75 +61,48 @@ static int vf_check_mountpoint(struct vf_fs *fs, const char *mountpoint)
 	return 0;
 }
 
-/* Refuse anything but a regular file before and after opening it. */
-static int vf_check_image_type(const char *image, const struct stat *st)
-{
-	if (S_ISREG(st->st_mode))
-		return 0;
-	vf_log(LOG_ERR, "%s: %s", image,
-	       S_ISDIR(st->st_mode) ? "is a directory" : "not a regular file");
-	return VF_EXIT_MOUNT;
-}
-
 /*
- * Read-only mounts share an OFD read lock; a read-write mount takes an
- * exclusive one, so it never runs beside another mount of the image (or a
- * qemu-img that locks it).  OFD locks belong to the open file description,
- * so the lock survives fuse_daemonize()'s fork.
+ * Open and lock IMAGE through the library (vhdx_file_open): read-only
+ * mounts share a read lock; a read-write mount takes an exclusive one, so
+ * it never runs beside another mount of the image (or a qemu-img that locks
+ * it).  OFD locks belong to the open file description, so the lock
+ * survives the daemon's fork.
  */
-static int vf_lock_image(int fd, const char *image, int ro)
+static int vf_open_image_file(struct vf_fs *fs, const struct vf_options *opts,
+			      struct stat *st)
 {
-	struct flock fl;
-
-	memset(&fl, 0, sizeof(fl));
-	fl.l_type = ro ? F_RDLCK : F_WRLCK;
-	fl.l_whence = SEEK_SET;
-	if (!fcntl(fd, F_OFD_SETLK, &fl))
-		return 0;
-	if (errno == EAGAIN || errno == EACCES) {
-		vf_log(LOG_ERR, "%s is in use (locked by another process)",
-		       image);
-		return VF_EXIT_MOUNT;
-	}
-	vf_log(LOG_WARNING, "%s: cannot lock (%s); continuing without a lock",
-	       image, strerror(errno));
-	return 0;
-}
-
-/* Open IMAGE without blocking on odd file types, check it, lock it. */
-static int vf_open_image_file(struct vf_fs *fs, struct stat *st)
-{
-	int flags = fs->ro ? O_RDONLY : O_RDWR;
+	struct vhdx_file_status fst;
+	char who[4200];
 	int ret;
 
-	if (stat(fs->image, st)) {
-		vf_log(LOG_ERR, "%s: %s", fs->image, strerror(errno));
+	ret = vhdx_file_open(fs->image, fs->ro ? 0 : VHDX_FILE_WRITE,
+			     opts->lock_wait_ms, &fs->fd, &fst);
+	if (ret == -EBUSY) {
+		vhdx_lock_holder_describe(&fst.holder, who, sizeof(who));
+		vf_log(LOG_ERR, "%s is in use (%s)", fs->image, who);
 		return VF_EXIT_MOUNT;
 	}
-	ret = vf_check_image_type(fs->image, st);
-	if (ret)
-		return ret;
-	fs->fd = open(fs->image, flags | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-	if (fs->fd < 0 && !fs->ro &&
-	    (errno == EACCES || errno == EROFS || errno == EPERM)) {
+	if (!fs->ro && (ret == -EACCES || ret == -EROFS || ret == -EPERM)) {
 		vf_log(LOG_ERR,
 		       "%s: cannot open for writing: %s; mount with -o ro "
 		       "to read it",
-		       fs->image, strerror(errno));
+		       fs->image, strerror(-ret));
 		return VF_EXIT_MOUNT;
 	}
-	if (fs->fd < 0 || fstat(fs->fd, st)) {
+	if (ret) {
+		vf_log(LOG_ERR, "%s: %s", fs->image,
+		       ret == -EINVAL ? "not a regular file" : strerror(-ret));
+		return VF_EXIT_MOUNT;
+	}
+	if (fst.lock_errno)
+		vf_log(LOG_WARNING,
+		       "%s: cannot lock (%s); continuing without a lock",
+		       fs->image, strerror(fst.lock_errno));
+	if (fstat(fs->fd, st)) {
 		vf_log(LOG_ERR, "%s: %s", fs->image, strerror(errno));
 		return VF_EXIT_MOUNT;
 	}
-	ret = vf_check_image_type(fs->image, st);
-	if (ret)
-		return ret;
-	if (fcntl(fs->fd, F_SETFL, flags)) {
-		vf_log(LOG_ERR, "%s: %s", fs->image, strerror(errno));
-		return VF_EXIT_MOUNT;
-	}
-	return vf_lock_image(fs->fd, fs->image, fs->ro);
+	return 0;
 }
 
 static int vf_open_vhdx(struct vf_fs *fs, const struct vf_options *opts)
@@ -252,7 +185,7 @@ static int vf_setup(struct vf_fs *fs, const struct vf_options *opts)
 	fs->wbc = !opts->ro && !opts->no_wbc;
 	ret = vf_check_mountpoint(fs, opts->mountpoint);
 	if (!ret)
-		ret = vf_open_image_file(fs, &st);
+		ret = vf_open_image_file(fs, opts, &st);
 	if (!ret)
 		ret = vf_open_vhdx(fs, opts);
 	if (!ret)
@@ -424,6 +357,163 @@ static void *vf_watcher(void *arg)
 	}
 }
 
+extern char **environ;
+
+/* Run mount(8) or umount(8) quietly and wait: its exit status, or -1. */
+static int vf_run_quiet(char *const argv[])
+{
+	posix_spawn_file_actions_t fa;
+	pid_t pid;
+	int st, err;
+
+	if (posix_spawn_file_actions_init(&fa))
+		return -1;
+	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+	err = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	if (err)
+		return -1;
+	while (waitpid(pid, &st, 0) < 0)
+		if (errno != EINTR)
+			return -1;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* vf_register_utab() added a utab entry */
+static bool vf_utab_registered;
+
+/* The daemon's runtime record (see vhdx_record_write); best effort. */
+static void vf_record(const struct vf_fs *fs, bool closing)
+{
+	int err = vhdx_record_write(fs->fd, fs->mountpoint, closing);
+
+	if (err)
+		vf_log(LOG_DEBUG, "no runtime record: %s", strerror(-err));
+}
+
+/*
+ * As root, give the mount a utab entry (mount(8) itself writes it, with
+ * -f: no mount, -i: no helper) that names our umount helper.  Without an
+ * entry, umount(8) takes the type from statfs(), which says only "fuse",
+ * and so never runs umount.fuse.vhdxfuse; with it, umount(8) reads the
+ * type from mountinfo and runs umount.vhdxfuse (helper=, uhelper= for
+ * users' fstab mounts), which waits for the daemon to finish.
+ */
+static void vf_register_utab(const struct vf_fs *fs)
+{
+	char type[256], source[PATH_MAX + 1];
+	char *argv[] = {"mount", "--no-canonicalize",
+			"-i",	 "-f",
+			"-t",	 type,
+			"-o",	 "helper=vhdxfuse,uhelper=vhdxfuse",
+			source,	 fs->mountpoint,
+			NULL};
+
+	if (geteuid() != 0 ||
+	    vhdx_mountinfo_find(fs->mountpoint, type, sizeof(type), source,
+				sizeof(source)) != 1)
+		return;
+	vf_utab_registered = vf_run_quiet(argv) == 0;
+	if (!vf_utab_registered)
+		vf_log(LOG_DEBUG, "mount -f for utab failed");
+}
+
+/* Does utab still have our entry for mountpoint? (libmount's escapes) */
+static bool vf_utab_has(const char *mountpoint)
+{
+	FILE *f = fopen("/run/mount/utab", "re");
+	char want[3 * PATH_MAX + 16], *w = want, *line = NULL;
+	size_t cap = 0;
+	bool found = false;
+
+	if (!f)
+		return false;
+	w += sprintf(w, "TARGET=");
+	for (const char *p = mountpoint; *p; p++)
+		w += strchr(" \t\n\\", *p) ? sprintf(w, "\\%03o", *p)
+					   : sprintf(w, "%c", *p);
+	sprintf(w, " ");
+	while (!found && getline(&line, &cap, f) > 0)
+		found = strstr(line, want) && strstr(line, "helper=vhdxfuse");
+	free(line);
+	fclose(f);
+	return found;
+}
+
+/*
+ * When the mount went away without umount(8) (fusermount3 -u, a signal),
+ * its utab entry is left: remove it, through umount(8) again (--fake: no
+ * unmount), unless the mount point is mounted anew already.
+ */
+static void vf_unregister_utab(const struct vf_fs *fs)
+{
+	char *argv[] = {"umount",	"--fake", "-i", "--no-canonicalize",
+			fs->mountpoint, NULL};
+
+	for (int i = 0; vf_utab_registered && i < 4; i++) {
+		if (vhdx_mountinfo_find(fs->mountpoint, NULL, 0, NULL, 0) ||
+		    !vf_utab_has(fs->mountpoint))
+			return;
+		if (vf_run_quiet(argv))
+			return;
+	}
+}
+
+/*
+ * fuse_daemonize() with one more step: the daemon writes its runtime
+ * record before the starting process returns, so that an unmount right
+ * after the mount finds it.
+ */
+static int vf_daemonize(const struct vf_fs *fs, int foreground)
+{
+	int waiter[2], nullfd;
+	char done = 0;
+	ssize_t n;
+	pid_t pid;
+
+	if (foreground) {
+		if (chdir("/")) {
+			/* as fuse_daemonize(): not fatal */
+		}
+		vf_record(fs, false);
+		return 0;
+	}
+	if (pipe2(waiter, O_CLOEXEC))
+		return -1;
+	pid = fork();
+	if (pid < 0) {
+		close(waiter[0]);
+		close(waiter[1]);
+		return -1;
+	}
+	if (pid > 0) {
+		close(waiter[1]);
+		while ((n = read(waiter[0], &done, 1)) < 0 && errno == EINTR)
+			;
+		_exit(n == 1 ? VF_EXIT_OK : VF_EXIT_MOUNT);
+	}
+	close(waiter[0]);
+	if (setsid() < 0 || chdir("/")) {
+		vf_log(LOG_ERR, "cannot detach: %s", strerror(errno));
+		return -1;
+	}
+	nullfd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (nullfd >= 0) {
+		dup2(nullfd, 0);
+		dup2(nullfd, 1);
+		dup2(nullfd, 2);
+		if (nullfd > 2)
+			close(nullfd);
+	}
+	vf_record(fs, false);
+	if (write(waiter[1], &done, 1) != 1) {
+		/* the starting process is gone: nothing to tell */
+	}
+	close(waiter[1]);
+	return 0;
+}
+
 /*
  * Mount, detach unless -f, serve until unmounted or signalled (a clean
  * exit), unmount.
@@ -443,7 +533,8 @@ static int vf_serve(struct vf_fs *fs, struct fuse_session *se,
 	}
 	if (fuse_session_mount(se, fs->mountpoint))
 		goto out_signals;
-	if (fuse_daemonize(opts->cmd.foreground))
+	vf_register_utab(fs);
+	if (vf_daemonize(fs, opts->cmd.foreground))
 		goto out_unmount;
 	if (!opts->cmd.foreground)
 		vf_log_to_syslog();
@@ -460,6 +551,8 @@ static int vf_serve(struct vf_fs *fs, struct fuse_session *se,
 		vf_log(LOG_ERR, "%s: the FUSE session failed", fs->mountpoint);
 	else
 		ret = VF_EXIT_OK;
+	/* waiters on the lock may now wait for us (see vhdx_file_open) */
+	vf_record(fs, true);
 	vf_wb_stop(fs);
 	/* the pipe may be full: the watcher is draining it */
 	while (write(vf_watch_fd[1], &stop, 1) < 0 &&
@@ -485,6 +578,10 @@ static int vf_close(struct vf_fs *fs)
 	}
 	if (fs->fd >= 0)
 		close(fs->fd);
+	if (fs->mountpoint) {
+		vf_unregister_utab(fs);
+		vhdx_record_remove();
+	}
 	free(fs->filename);
 	free(fs->mountpoint);
 	return ret ? VF_EXIT_MOUNT : VF_EXIT_OK;
@@ -498,6 +595,9 @@ int main(int argc, char *argv[])
 	struct vf_fs fs;
 	int ret, cret;
 
+	for (int i = 1; i < argc && strcmp(argv[i], "--"); i++)
+		if (!strcmp(argv[i], "-u") || !strcmp(argv[i], "--unmount"))
+			return vf_unmount_main(argc, argv);
 	memset(&opts, 0, sizeof(opts));
 	memset(&fs, 0, sizeof(fs));
 	fs.fd = -1;

@@ -30,6 +30,7 @@ enum {
 	VF_KEY_GID,
 	VF_KEY_UMASK,
 	VF_KEY_FILENAME,
+	VF_KEY_LOCK_WAIT,
 };
 
 static const struct fuse_opt vf_opt_spec[] = {
@@ -54,6 +55,7 @@ static const struct fuse_opt vf_opt_spec[] = {
     FUSE_OPT_KEY("gid=", VF_KEY_GID),
     FUSE_OPT_KEY("umask=", VF_KEY_UMASK),
     FUSE_OPT_KEY("filename=", VF_KEY_FILENAME),
+    FUSE_OPT_KEY("lock_wait=", VF_KEY_LOCK_WAIT),
     VF_OPT("parent=%s", parent, 0),
     VF_OPT("writeback_cache", no_wbc, 0),
     VF_OPT("no_writeback_cache", no_wbc, 1),
@@ -124,6 +126,22 @@ static int vf_opt_number(const char *arg, int base, unsigned long max,
 	return 0;
 }
 
+int vf_opt_lock_wait(const char *val, unsigned int *ms)
+{
+	char *end;
+	double s;
+
+	errno = 0;
+	s = strtod(val, &end);
+	if (errno || end == val || *end || !(s >= 0) || s > 3600) {
+		vf_log(LOG_ERR,
+		       "invalid lock wait '%s': seconds from 0 to 3600", val);
+		return -1;
+	}
+	*ms = (unsigned int)(s * 1000 + 0.5);
+	return 0;
+}
+
 static int vf_opt_nonopt(struct vf_options *opts, const char *arg)
 {
 	switch (opts->nargs++) {
@@ -162,6 +180,9 @@ static int vf_opt_proc(void *data, const char *arg, int key,
 		return vf_opt_number(arg, 8, 0777, &opts->umask, NULL);
 	case VF_KEY_FILENAME:
 		return vf_opt_filename(opts, arg);
+	case VF_KEY_LOCK_WAIT:
+		return vf_opt_lock_wait(arg + strlen("lock_wait="),
+					&opts->lock_wait_ms);
 	}
 	return 1;
 }
@@ -230,7 +251,11 @@ static int vf_opt_add_defaults(struct fuse_args *args,
 int vf_opt_parse(struct fuse_args *args, struct vf_options *opts)
 {
 	const char *prog = args->argv[0];
+	const char *env = getenv("VHDXFUSE_LOCK_WAIT");
 
+	opts->lock_wait_ms = VHDX_LOCK_WAIT_DEFAULT_MS;
+	if (env && *env && vf_opt_lock_wait(env, &opts->lock_wait_ms))
+		goto usage;
 	if (fuse_opt_parse(args, opts, vf_opt_spec, vf_opt_proc) == -1)
 		goto usage;
 	if (opts->show_help || opts->show_version)
@@ -281,8 +306,9 @@ void vf_print_usage(const char *progname)
 {
 	fprintf(stderr,
 		"usage: %s [options] IMAGE MOUNTPOINT\n"
+		"       %s -u [-z] [-w SECONDS] MOUNTPOINT\n"
 		"Try '%s --help' for more information.\n",
-		progname, progname);
+		progname, progname, progname);
 }
 
 void vf_print_help(const char *progname)
@@ -330,15 +356,28 @@ void vf_print_help(const char *progname)
 	    "                           (default: IMAGE's absolute path)\n"
 	    "    -o subtype=NAME        file system subtype "
 	    "(default: vhdxfuse)\n"
+	    "    -o lock_wait=SECONDS   wait this long for the lock of an "
+	    "image whose\n"
+	    "                           daemon is unmounted but still closing "
+	    "it "
+	    "(default: 5,\n"
+	    "                           or $VHDXFUSE_LOCK_WAIT)\n"
 	    "    -h, --help             print this help and exit\n"
 	    "    -V, --version          print version information and exit\n"
+	    "\n"
+	    "%s -u [-z] [-w SECONDS] MOUNTPOINT\n"
+	    "    unmount, then wait (up to 60 s, or -w) until the daemon has "
+	    "flushed,\n"
+	    "    closed and unlocked the image; -z: lazy unmount, no wait.  "
+	    "umount(8) does\n"
+	    "    the same through the installed umount.fuse.vhdxfuse helper.\n"
 	    "\n"
 	    "Ignored fstab words: auto, noauto, user, users, nouser, "
 	    "_netdev, nofail,\n"
 	    "defaults, comment=..., x-*\n"
 	    "\n"
 	    "FUSE options:\n",
-	    progname);
+	    progname, progname);
 	fflush(stdout);
 	fuse_cmdline_help();
 	fuse_lowlevel_help();

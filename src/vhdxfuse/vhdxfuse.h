@@ -43,7 +43,8 @@ struct vf_options {
 	int subtype_set; /* the user gave -o subtype= */
 	int show_help;
 	int show_version;
-	int nargs; /* positional arguments seen */
+	unsigned int lock_wait_ms; /* -o lock_wait=, $VHDXFUSE_LOCK_WAIT */
+	int nargs;		   /* positional arguments seen */
 	struct fuse_cmdline_opts cmd;
 };
 
@@ -90,6 +91,9 @@ void vf_print_version(void);
 /* A one-line usage hint, to stderr. */
 void vf_print_usage(const char *progname);
 
+/* Parse SECONDS (0 to 3600, fractions allowed) into *ms; -1 after a message. */
+int vf_opt_lock_wait(const char *val, unsigned int *ms);
+
 /* Free what vf_opt_parse() allocated. */
 void vf_opt_free(struct vf_options *opts);
 
@@ -128,6 +132,9 @@ struct vf_wb;
 int vf_wb_start(struct vf_fs *fs);
 void vf_wb_kick(struct vf_fs *fs);
 void vf_wb_stop(struct vf_fs *fs);
+
+/* unmount.c: vhdxfuse -u [-z] [-w SECONDS] MOUNTPOINT; an exit status. */
+int vf_unmount_main(int argc, char *argv[]);
 
 /* fuse_ops.c */
 

@@ -191,6 +191,11 @@ static void vt_check_help(void)
 	       "                 the parent of a differencing image, "
 	       "instead of the file\n"
 	       "                 its parent locator names\n"
+	       "  -U, --force-share\n"
+	       "                 take no lock: check an image in use "
+	       "(mounted read-write,\n"
+	       "                 say) read-only; the result may be stale "
+	       "(not with --repair)\n"
 	       "  -q, --quiet    no progress indicator, no warnings\n"
 	       "  -v, --verbose  also print informational messages\n"
 	       "  -h, --help     print this help and exit\n"
@@ -200,6 +205,7 @@ static void vt_check_help(void)
 static const struct option vt_check_longopts[] = {
     {"repair", no_argument, NULL, 'r'},
     {"parent", required_argument, NULL, VT_OPT_PARENT},
+    {"force-share", no_argument, NULL, 'U'},
     {"quiet", no_argument, NULL, 'q'},
     {"verbose", no_argument, NULL, 'v'},
     {"help", no_argument, NULL, 'h'},
@@ -212,9 +218,12 @@ static int vt_check_parse(int argc, char **argv, struct vt_check_cmd *c)
 
 	optind = 1;
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, "rqvh", vt_check_longopts,
+	while ((ch = getopt_long(argc, argv, "rUqvh", vt_check_longopts,
 				 NULL)) != -1) {
 		switch (ch) {
+		case 'U':
+			vt_force_share = true;
+			break;
 		case 'r':
 			c->repair = true;
 			break;
@@ -238,6 +247,10 @@ static int vt_check_parse(int argc, char **argv, struct vt_check_cmd *c)
 		return vt_usage_err("check", optind == argc
 						 ? "no IMAGE given"
 						 : "too many arguments");
+	if (c->repair && vt_force_share)
+		return vt_usage_err("check",
+				    "--repair writes: it cannot be used with "
+				    "-U (--force-share)");
 	c->path = argv[optind];
 	return 0;
 }

@@ -677,6 +677,11 @@ static void vt_info_help(void)
 	       "      --parent PARENT  the parent of a differencing image, "
 	       "instead of\n"
 	       "                       the file its parent locator names\n"
+	       "  -U, --force-share    take no lock: inspect an image in use "
+	       "(mounted\n"
+	       "                       read-write, say); never writes, and "
+	       "warns that\n"
+	       "                       what it shows may be stale\n"
 	       "  -v, --verbose        also print the library's "
 	       "informational messages\n"
 	       "  -h, --help           print this help and exit\n"
@@ -686,6 +691,7 @@ static void vt_info_help(void)
 static const struct option vt_info_longopts[] = {
     {"json", no_argument, NULL, VT_OPT_JSON},
     {"parent", required_argument, NULL, VT_OPT_PARENT},
+    {"force-share", no_argument, NULL, 'U'},
     {"verbose", no_argument, NULL, 'v'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -703,9 +709,12 @@ static int vt_info_parse(int argc, char **argv, struct vt_info_cmd *c)
 
 	optind = 1;
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, "vh", vt_info_longopts, NULL)) !=
+	while ((ch = getopt_long(argc, argv, "Uvh", vt_info_longopts, NULL)) !=
 	       -1) {
 		switch (ch) {
+		case 'U':
+			vt_force_share = true;
+			break;
 		case VT_OPT_JSON:
 			c->json = true;
 			break;
@@ -743,7 +752,7 @@ static int vt_info_open(struct vt_image *img, struct vt_info *vi,
 
 	ret = vt_image_open_chain(img, c->path, c->parent, false, vt_info_msg,
 				  &sink);
-	if (ret == 0)
+	if (ret == 0 || img->file_failed)
 		goto out;
 	ret2 = vt_image_open_detached(img, c->path, vt_info_msg, &quiet);
 	if (ret2 == 0 && vhdx_parent(img->img) == NULL) {

@@ -35,52 +35,83 @@ void vt_catch_signals(void)
 	sigaction(SIGHUP, &sa, NULL);
 }
 
-/* Shared lock to read, exclusive lock to write; 0 or an exit code. */
-static int vt_lock(int fd, const char *path, bool exclusive)
-{
-	struct flock fl;
+bool vt_force_share;
 
-	memset(&fl, 0, sizeof(fl));
-	fl.l_type = exclusive ? F_WRLCK : F_RDLCK;
-	fl.l_whence = SEEK_SET;
-	if (!fcntl(fd, F_OFD_SETLK, &fl))
-		return 0;
-	if (errno == EAGAIN || errno == EACCES) {
-		vt_err("%s is in use (locked by another process, e.g. a "
-		       "vhdxfuse mount)",
-		       path);
-		return VT_EXIT_FAILURE;
+/*
+ * How long to wait for a lock whose holder is shutting down: $VHDXFUSE_LOCK_WAIT
+ * seconds, else VHDX_LOCK_WAIT_DEFAULT_MS.
+ */
+static unsigned int vt_lock_wait_ms(void)
+{
+	const char *env = getenv("VHDXFUSE_LOCK_WAIT");
+	char *end;
+	double s;
+
+	if (!env || !*env)
+		return VHDX_LOCK_WAIT_DEFAULT_MS;
+	s = strtod(env, &end);
+	if (*end || !(s >= 0) || s > 3600) {
+		vt_warn("ignoring VHDXFUSE_LOCK_WAIT=%s (seconds, 0 to 3600)",
+			env);
+		return VHDX_LOCK_WAIT_DEFAULT_MS;
 	}
-	return 0; /* file systems without locks: go on */
+	return (unsigned int)(s * 1000);
 }
 
-static int vt_open_file(const char *path, int flags, bool exclusive, int *fd)
+/* After an open with -U: say so if a writer holds the image. */
+static void vt_note_shared(int fd, const char *path)
 {
-	struct stat st;
+	struct vhdx_lock_holder h;
+	struct flock fl;
+	char who[4200];
+
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = F_RDLCK;
+	fl.l_whence = SEEK_SET;
+	if (fcntl(fd, F_OFD_GETLK, &fl) || fl.l_type == F_UNLCK)
+		return;
+	vhdx_lock_holder_find(fd, &h);
+	vhdx_lock_holder_describe(&h, who, sizeof(who));
+	vt_warn("%s is in use (%s); read without a lock (-U): what is shown "
+		"may be stale or inconsistent",
+		path, who);
+}
+
+/*
+ * Open and lock (shared to read, exclusive to write) through the library;
+ * 0 or an exit code after a message.  vt_force_share: read-only opens take
+ * no lock.
+ */
+static int vt_open_file(const char *path, bool writable, int *fd)
+{
+	unsigned int flags = writable ? VHDX_FILE_WRITE : 0;
+	struct vhdx_file_status st;
+	char who[4200];
 	int ret;
 
-	*fd = open(path, flags | O_CLOEXEC | O_NOCTTY);
-	if (*fd < 0 || fstat(*fd, &st) < 0) {
-		vt_err("%s: %s", path, strerror(errno));
-		goto fail;
+	if (!writable && vt_force_share)
+		flags |= VHDX_FILE_NOLOCK;
+	ret = vhdx_file_open(path, flags, vt_lock_wait_ms(), fd, &st);
+	if (ret == -EBUSY) {
+		vhdx_lock_holder_describe(&st.holder, who, sizeof(who));
+		vt_err("%s is in use (%s)%s", path, who,
+		       writable ? ""
+				: "; -U (--force-share) inspects it anyway");
+		return VT_EXIT_FAILURE;
 	}
-	if (S_ISDIR(st.st_mode)) {
-		vt_err("%s: is a directory", path);
-		goto fail;
+	if (ret) {
+		vt_err("%s: %s", path,
+		       ret == -EINVAL ? "not a regular file" : strerror(-ret));
+		return VT_EXIT_FAILURE;
 	}
-	ret = vt_lock(*fd, path, exclusive);
-	if (ret == 0)
-		return 0;
-fail:
-	if (*fd >= 0)
-		close(*fd);
-	*fd = -1;
-	return VT_EXIT_FAILURE;
+	if (flags & VHDX_FILE_NOLOCK)
+		vt_note_shared(*fd, path);
+	return 0;
 }
 
 int vt_open_input(const char *path, int *fd)
 {
-	return vt_open_file(path, O_RDONLY, false, fd);
+	return vt_open_file(path, false, fd);
 }
 
 bool vt_is_vhdx(int fd)
@@ -112,8 +143,10 @@ int vt_image_open_chain(struct vt_image *vi, const char *path,
 
 	vi->path = path;
 	vi->img = NULL;
-	ret =
-	    vt_open_file(path, writable ? O_RDWR : O_RDONLY, writable, &vi->fd);
+	if (!writable && vt_force_share)
+		opts.files = vhdx_fd_file_ops_unlocked();
+	ret = vt_open_file(path, writable, &vi->fd);
+	vi->file_failed = ret != 0;
 	if (ret)
 		return ret;
 	vhdx_io_fd_init(&vi->io, &vi->fd);
@@ -137,7 +170,8 @@ int vt_image_open_detached(struct vt_image *vi, const char *path,
 
 	vi->path = path;
 	vi->img = NULL;
-	ret = vt_open_file(path, O_RDONLY, false, &vi->fd);
+	ret = vt_open_file(path, false, &vi->fd);
+	vi->file_failed = ret != 0;
 	if (ret)
 		return ret;
 	vhdx_io_fd_init(&vi->io, &vi->fd);

@@ -136,6 +136,7 @@ struct vt_image {
 	int fd;
 	struct vhdx_io io;
 	struct vhdx_image *img;
+	bool file_failed; /* the open failed before the image was read */
 };
 
 /*
@@ -145,6 +146,13 @@ struct vt_image {
  * BAT of a read-only open on demand), and state counts are complete.
  */
 #define VT_OPEN_FLAGS VHDX_OPEN_FULL_BAT
+
+/*
+ * -U (--force-share) of info and check: read-only opens take no lock, so an
+ * image in use (mounted read-write, say) can be inspected.  Never set for
+ * a command that writes.
+ */
+extern bool vt_force_share;
 
 /*
  * Open and lock PATH (shared lock read-only, exclusive lock writable) and
