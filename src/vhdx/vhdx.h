@@ -60,6 +60,8 @@ void vhdx_io_fd_dense(struct vhdx_io *io);
  * on NTFS and not, -ENOTSUP if not on NTFS, or -errno.
  */
 int vhdx_fd_ntfs_sparse(int fd);
+
+/*
  * Opening an image file and taking its lock (file.c): one set of rules for
  * every file the library, the daemon and the tool open as an image.
  * Regular files only (-EISDIR, -EINVAL otherwise).  The lock is an OFD
