@@ -486,6 +486,7 @@ int vhdx_open_parent(struct vhdx_image *img, const struct vhdx_open_opts *opts)
 	struct locator l = {0};
 	struct candidates c = {.n = 0};
 	char reasons[3000] = "", reason[1200];
+	bool stale = false;
 	int ret;
 
 	if (img->depth >= VHDX_MAX_CHAIN) {
@@ -507,6 +508,8 @@ int vhdx_open_parent(struct vhdx_image *img, const struct vhdx_open_opts *opts)
 		size_t n = strlen(reasons);
 
 		ret = try_candidate(img, &l, c.path[i], reason, sizeof(reason));
+		if (ret == -ESTALE)
+			stale = true;
 		if (ret == 0) {
 			img->parent_path = strdup(c.path[i]);
 			vhdx_info(img, "parent: %s", c.path[i]);
@@ -515,6 +518,9 @@ int vhdx_open_parent(struct vhdx_image *img, const struct vhdx_open_opts *opts)
 				 "\n  tried %s: %s", c.path[i], reason);
 		}
 	}
+	/* a parent that changed says more than a path that does not exist */
+	if (ret == -ENOENT && stale)
+		ret = -ESTALE;
 	if (ret < 0)
 		vhdx_err(img,
 			 "parent: no usable parent found (relative_path '%s', "

@@ -63,8 +63,9 @@ struct vt_merge {
 	uint64_t unflushed; /* of those, since the last flush */
 	uint8_t dwg_before[16];
 	uint8_t dwg_merge[16]; /* what the parent gets before the first write */
-	bool guid_set;	       /* the parent has it */
-	int match;	       /* enum vhdx_parent_match */
+	bool guid_set;	   /* the parent has it (maybe from an earlier run) */
+	bool session_guid; /* this run's session uses it */
+	int match;	   /* enum vhdx_parent_match */
 };
 
 static void vt_merge_help(void)
@@ -285,7 +286,11 @@ static int vt_merge_set_guid(struct vt_merge *m)
 {
 	int ret;
 
-	if (m->guid_set)
+	/*
+	 * Also when the parent already has it (a rerun): otherwise the first
+	 * write would renew it at random.
+	 */
+	if (m->session_guid)
 		return 0;
 	ret = vhdx_set_data_write_guid(m->pv.img, m->dwg_merge);
 	if (ret < 0) {
@@ -293,7 +298,7 @@ static int vt_merge_set_guid(struct vt_merge *m)
 		       strerror(-ret));
 		return VT_EXIT_FAILURE;
 	}
-	m->guid_set = true;
+	m->guid_set = m->session_guid = true;
 	return 0;
 }
 
