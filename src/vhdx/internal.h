@@ -223,7 +223,9 @@ struct vhdx_image {
 	struct vhdx_io parent_io; /* the parent file, closed with files */
 	struct vhdx_file_ops files;
 	char *parent_path;
-	int depth; /* parents below this image */
+	int depth;	     /* parents below this image */
+	int parent_match;    /* enum vhdx_parent_match */
+	uint8_t linkage[16]; /* parent_linkage, parsed */
 	uint64_t chain_ids[VHDX_MAX_CHAIN + 1][2]; /* files above and this */
 	int n_chain_ids;
 	pthread_mutex_t bitmap_lock;
@@ -383,6 +385,12 @@ void vhdx_locator_free(struct vhdx_kv *kv, size_t n);
 /* Open the chain below img (HasParent set).  Reports what it tried. */
 int vhdx_open_parent(struct vhdx_image *img, const struct vhdx_open_opts *opts);
 void vhdx_parent_free(struct vhdx_image *img);
+/*
+ * The parent DataWriteGuid a merge of a child whose parent_linkage is
+ * linkage and whose own DataWriteGuid is dwg sets (merge_support.c).
+ */
+void vhdx_merge_guid(const uint8_t linkage[16], const uint8_t dwg[16],
+		     uint8_t out[16]);
 /* Read sectors of a PARTIALLY_PRESENT block (bits -> this file/parent). */
 int vhdx_read_partial(struct vhdx_image *img, uint8_t *buf, size_t len,
 		      uint64_t off, uint64_t entry);

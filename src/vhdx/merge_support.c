@@ -1,11 +1,27 @@
 /*
  * merge_support.c - what vhdxtool's merge and info need beyond the rest of
- * the library: the state of one payload block, and a read-only open that
+ * the library: the state of one payload block, a read-only open that
  * leaves the parent of a differencing image alone, so that the structures
- * of a child whose parent is missing or stale can still be shown.
+ * of a child whose parent is missing or stale can still be shown, and what
+ * makes an interrupted merge resumable.
+ *
+ * Resuming a merge.  A merge first gives the parent a new DataWriteGuid
+ * (one header update, fmt §4.4), then copies the child's data into it.
+ * That GUID is not random but derived from the child's parent_linkage (the
+ * parent's DataWriteGuid before the merge) and the child's own
+ * DataWriteGuid: a rerun after an interruption recomputes it and, finding
+ * it in the parent, knows the parent is partly merged with exactly this
+ * child, and accepts it (VHDX_OPEN_MERGE_RESUME).  The child's view over
+ * the partly merged parent is the same as over the original, since a merge
+ * writes only where the child has data of its own.  Every other child of
+ * the parent sees a changed DataWriteGuid from the first header update on,
+ * before any data is written, as after any change of the parent.  The
+ * derived value is unique in practice like a random GUID (it hashes two
+ * random GUIDs into 128 bits) and marked as a version 4 GUID.
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -38,4 +54,82 @@ int vhdx_open_detached(struct vhdx_image **out, const struct vhdx_io *io,
 		o.bat_eager_max = opts->bat_eager_max;
 	}
 	return vhdx_open(out, io, &o);
+}
+
+/* splitmix64's output function: a bijective 64-bit mix. */
+static uint64_t mix64(uint64_t x)
+{
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9ull;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebull;
+	x ^= x >> 31;
+	return x;
+}
+
+void vhdx_merge_guid(const uint8_t linkage[16], const uint8_t dwg[16],
+		     uint8_t out[16])
+{
+	/* two lanes with their own seeds, each absorbing all 32 bytes */
+	uint64_t lane[2] = {0x76687864206d6572ull, 0x6765207061726e74ull};
+	uint64_t w[4] = {le64_get(linkage), le64_get(linkage + 8),
+			 le64_get(dwg), le64_get(dwg + 8)};
+
+	for (int l = 0; l < 2; l++) {
+		for (int i = 0; i < 4; i++)
+			lane[l] = mix64(lane[l] ^ w[i]) +
+				  0x9e3779b97f4a7c15ull * (uint64_t)(l + 1);
+		lane[l] = mix64(lane[l]);
+	}
+	le64_put(out, lane[0]);
+	le64_put(out + 8, lane[1]);
+	/* version 4 (high nibble of Data3, stored little-endian), variant */
+	out[7] = (uint8_t)((out[7] & 0x0f) | 0x40);
+	out[8] = (uint8_t)((out[8] & 0x3f) | 0x80);
+}
+
+int vhdx_parent_match(const struct vhdx_image *child)
+{
+	return child->parent ? child->parent_match : -EINVAL;
+}
+
+int vhdx_merge_parent_guid(const struct vhdx_image *child, uint8_t guid[16])
+{
+	if (!(child->fp_flags & VHDX_FP_HAS_PARENT) ||
+	    vhdx_guid_is_zero(child->linkage))
+		return -EINVAL;
+	vhdx_merge_guid(child->linkage, child->data_write_guid, guid);
+	return 0;
+}
+
+/*
+ * What the first write of a session does (write.c: a new LogGuid and
+ * DataWriteGuid in one header update), with the caller's DataWriteGuid:
+ * the header update copies the current header's defined bytes, so the
+ * GUID is put there first.
+ */
+int vhdx_set_data_write_guid(struct vhdx_image *img, const uint8_t guid[16])
+{
+	uint8_t lg[16];
+	int ret;
+
+	pthread_mutex_lock(&img->meta_lock);
+	if (img->read_only) {
+		ret = img->broken ? img->broken : -EROFS;
+	} else if (img->data_guid_renewed) {
+		ret = -EBUSY;
+	} else {
+		memcpy(img->hdr[img->cur] + VHDX_HDR_DATA_WRITE_GUID, guid, 16);
+		vhdx_guid_generate(lg);
+		ret = vhdx_header_update(img, lg, false);
+		if (ret == 0) {
+			memcpy(img->data_write_guid, guid, 16);
+			img->data_guid_renewed = true;
+			img->log_active = true;
+			img->log_pos = 0;
+			img->log_seq = 1;
+		}
+	}
+	pthread_mutex_unlock(&img->meta_lock);
+	return ret;
 }

@@ -101,6 +101,13 @@ int vhdx_open_chain(struct vhdx_image **out, const struct vhdx_io *io,
 	pthread_mutex_init(&img->bitmap_lock, NULL);
 	pthread_mutex_init(&img->bat_seg_lock, NULL);
 	img->read_only = img->flags & VHDX_OPEN_RDONLY;
+	if ((img->flags & (VHDX_OPEN_MERGE_RESUME | VHDX_OPEN_ANY_LINKAGE)) &&
+	    !img->read_only) {
+		vhdx_err(img, "accepting a parent that does not match is "
+			      "read-only only");
+		image_free(img);
+		return -EINVAL;
+	}
 	if ((img->flags & VHDX_OPEN_NO_PARENT) && !img->read_only) {
 		vhdx_err(img, "opening without the parent is read-only only");
 		image_free(img);

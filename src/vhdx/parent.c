@@ -310,6 +310,18 @@ static bool linkage_ok(const struct locator *l, const uint8_t dwg[16])
 	       !memcmp(g, dwg, 16);
 }
 
+/* dwg is what a merge of img into the parent would have set (rerun). */
+static bool merge_guid_ok(const struct vhdx_image *img, const struct locator *l,
+			  const uint8_t dwg[16])
+{
+	uint8_t g[16], want[16];
+
+	if (vhdx_guid_from_str(l->linkage, g) < 0)
+		return false;
+	vhdx_merge_guid(g, img->data_write_guid, want);
+	return !memcmp(want, dwg, 16);
+}
+
 /* Try one path; 0 and img->parent set on success, else why in reason. */
 static int try_candidate(struct vhdx_image *img, const struct locator *l,
 			 const char *path, char *reason, size_t rlen)
@@ -354,15 +366,33 @@ static int try_candidate(struct vhdx_image *img, const struct locator *l,
 			 cap.last[0] ? cap.last : strerror(-ret));
 		goto fail;
 	}
+	img->parent_match = VHDX_PARENT_LINKED;
 	if (!linkage_ok(l, p->data_write_guid)) {
-		vhdx_guid_to_str(p->data_write_guid, gs);
-		snprintf(reason, rlen,
-			 "linkage mismatch: its DataWriteGuid is {%s}, the "
-			 "child expects %s (the parent was changed after the "
-			 "child was made, or it is another image)",
-			 gs, l->linkage);
-		ret = -ESTALE;
-		goto fail;
+		bool merging = merge_guid_ok(img, l, p->data_write_guid);
+
+		if (merging && (img->flags & VHDX_OPEN_MERGE_RESUME)) {
+			img->parent_match = VHDX_PARENT_MERGING;
+		} else if (img->flags & VHDX_OPEN_ANY_LINKAGE) {
+			img->parent_match = VHDX_PARENT_FORCED;
+		} else {
+			vhdx_guid_to_str(p->data_write_guid, gs);
+			if (merging)
+				snprintf(reason, rlen,
+					 "linkage mismatch: a 'vhdxtool merge' "
+					 "of this image into it was "
+					 "interrupted or has finished; run it "
+					 "again to finish it (then the parent "
+					 "alone shows this image's disk)");
+			else
+				snprintf(reason, rlen,
+					 "linkage mismatch: its DataWriteGuid "
+					 "is {%s}, the child expects %s (the "
+					 "parent was changed after the child "
+					 "was made, or it is another image)",
+					 gs, l->linkage);
+			ret = -ESTALE;
+			goto fail;
+		}
 	}
 	if (p->g.logical_sector != img->g.logical_sector) {
 		snprintf(reason, rlen,
@@ -388,6 +418,7 @@ int vhdx_open_parent(struct vhdx_image *img, const struct vhdx_open_opts *opts)
 	struct locator l = {0};
 	struct candidates c = {.n = 0};
 	char reasons[3000] = "", reason[1200];
+	bool stale = false;
 	int ret;
 
 	if (img->depth >= VHDX_MAX_CHAIN) {
@@ -398,6 +429,8 @@ int vhdx_open_parent(struct vhdx_image *img, const struct vhdx_open_opts *opts)
 	ret = parse_locator(img, &l);
 	if (ret < 0)
 		goto out;
+	if (vhdx_guid_from_str(l.linkage, img->linkage) < 0)
+		memset(img->linkage, 0, 16);
 	if (opts && opts->parent_path)
 		cand_add(&c, strdup(opts->parent_path));
 	else if (opts && opts->path)
@@ -407,6 +440,8 @@ int vhdx_open_parent(struct vhdx_image *img, const struct vhdx_open_opts *opts)
 		size_t n = strlen(reasons);
 
 		ret = try_candidate(img, &l, c.path[i], reason, sizeof(reason));
+		if (ret == -ESTALE)
+			stale = true;
 		if (ret == 0) {
 			img->parent_path = strdup(c.path[i]);
 			vhdx_info(img, "parent: %s", c.path[i]);
@@ -415,6 +450,9 @@ int vhdx_open_parent(struct vhdx_image *img, const struct vhdx_open_opts *opts)
 				 "\n  tried %s: %s", c.path[i], reason);
 		}
 	}
+	/* a parent that changed says more than a path that does not exist */
+	if (ret == -ENOENT && stale)
+		ret = -ESTALE;
 	if (ret < 0)
 		vhdx_err(img,
 			 "parent: no usable parent found (relative_path '%s', "

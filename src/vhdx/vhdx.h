@@ -159,6 +159,20 @@ typedef void (*vhdx_msg_fn)(void *opaque, enum vhdx_msg_level level,
  * write that allocates instead of the later writeback of its data.
  */
 #define VHDX_OPEN_SPARSE 0x8u
+/*
+ * Differencing images, read-only opens only (vhdxtool merge): also accept
+ * the parent whose DataWriteGuid is the one a merge of this image into it
+ * gives it (vhdx_merge_parent_guid): a parent on which such a merge was
+ * interrupted, or has finished.
+ */
+#define VHDX_OPEN_MERGE_RESUME 0x100u
+/*
+ * The same for a parent whatever its DataWriteGuid, for finishing a merge
+ * that an older vhdxtool left with an unrelated one.  The caller vouches
+ * that nothing but a merge of this image changed the parent since the
+ * image was made; the library cannot tell.
+ */
+#define VHDX_OPEN_ANY_LINKAGE 0x200u
 
 /*
  * How the library opens the parent files of a differencing image.  open
@@ -430,6 +444,34 @@ int vhdx_block_state(struct vhdx_image *img, uint64_t pb);
  */
 int vhdx_open_detached(struct vhdx_image **out, const struct vhdx_io *io,
 		       const struct vhdx_open_opts *opts);
+
+/* How the parent of a differencing image was accepted. */
+enum vhdx_parent_match {
+	VHDX_PARENT_LINKED = 0,	 /* parent_linkage(2) = its DataWriteGuid */
+	VHDX_PARENT_MERGING = 1, /* VHDX_OPEN_MERGE_RESUME matched */
+	VHDX_PARENT_FORCED = 2,	 /* VHDX_OPEN_ANY_LINKAGE accepted it */
+};
+
+/* enum vhdx_parent_match of an image with a parent, else -EINVAL. */
+int vhdx_parent_match(const struct vhdx_image *child);
+
+/*
+ * The DataWriteGuid a merge of child gives its parent: derived from the
+ * child's parent_linkage and the child's own DataWriteGuid, so that a
+ * rerun of an interrupted merge recognises the parent it was working on,
+ * while every other child of that parent (whose own DataWriteGuid differs)
+ * sees a changed parent.  0, or -EINVAL for an image without a parent.
+ */
+int vhdx_merge_parent_guid(const struct vhdx_image *child, uint8_t guid[16]);
+
+/*
+ * Make guid the DataWriteGuid of this read-write session now (both headers
+ * written and flushed), instead of a random one at the first write that
+ * changes the disk.  Call before any write.  0, -EROFS on a read-only
+ * image, -EBUSY if the session has already renewed it, or the error of the
+ * header write.
+ */
+int vhdx_set_data_write_guid(struct vhdx_image *img, const uint8_t guid[16]);
 /* ---- end of vhdxtool merge and info ---- */
 
 #endif /* VHDX_H */

@@ -1,12 +1,15 @@
 /*
  * cmd_convert.c - `vhdxtool convert IN OUT` between raw and VHDX images in
- * either direction (and VHDX to VHDX, to change the layout).
+ * either direction (and VHDX to VHDX: a fresh, compact copy).  IN is
+ * recognised by its content and other containers are refused; OUT's format
+ * comes from -O or its name, which must agree.
  *
  * Only data is copied: holes of a raw input (SEEK_DATA/SEEK_HOLE) and
  * blocks a VHDX input does not store are skipped without reading, and
  * all-zero 4 KiB pieces of what is read are not written, so VHDX output
  * allocates no block that holds only zeros and raw output stays sparse.
- * OUT is written under a temporary name and renamed when complete.
+ * OUT is written as an unnamed file linked under its name when complete
+ * (vt_outfile).
  */
 #include "config.h"
 
@@ -14,6 +17,7 @@
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "vhdx_inspect.h"
@@ -42,25 +46,42 @@ struct vt_dst {
 
 struct vt_convert_cmd {
 	struct vt_create_args a;
-	const char *out_format; /* -O, NULL: the other format */
+	const char *out_format; /* -O, NULL: from OUT's name */
+	const char *in_format;	/* --input-format, NULL: from IN's content */
 	bool force;
 	const char *in, *out;
 };
+
+#define VT_OPT_INPUT_FORMAT 0x200
 
 static void vt_convert_help(void)
 {
 	printf("usage: " VT_PROG " convert [options] IN OUT\n"
 	       "\n"
-	       "Convert a raw disk image to VHDX or a VHDX image to raw.  "
-	       "The format of IN\n"
-	       "is recognised by its content; OUT gets the other format "
-	       "unless -O says\n"
-	       "otherwise.  Blocks holding only zeros are not allocated in "
-	       "a VHDX OUT,\n"
-	       "a raw OUT is sparse.  OUT appears only when complete.\n"
+	       "Convert a raw disk image to VHDX, a VHDX image to raw, or "
+	       "make a fresh,\n"
+	       "compact copy of a VHDX image.  The format of IN is "
+	       "recognised by its\n"
+	       "content: other containers (VHD, qcow2, VMDK, VDI, QED) are "
+	       "refused with\n"
+	       "exit status 2; convert them with qemu-img convert.  OUT is "
+	       "VHDX if its\n"
+	       "name ends in .vhdx or .avhdx, else raw, unless -O says "
+	       "otherwise; -O\n"
+	       "must not contradict the name (.vhdx or .avhdx, or .raw, "
+	       ".img or .bin).\n"
+	       "Blocks holding only zeros are not allocated in a VHDX OUT, "
+	       "a raw OUT is\n"
+	       "sparse.  OUT appears only when complete; until then it is "
+	       "an unnamed\n"
+	       "file that vanishes whatever stops the command.\n"
 	       "\n"
 	       "Options:\n"
 	       "  -O, --output-format FMT    raw or vhdx\n"
+	       "      --input-format FMT     raw: copy IN's bytes as a raw "
+	       "disk, whatever\n"
+	       "                             they contain; vhdx: IN must be "
+	       "VHDX\n"
 	       "  -f, --force                overwrite OUT if it exists\n"
 	       "  -q, --quiet                no progress indicator\n"
 	       "  -h, --help                 print this help and exit\n"
@@ -73,6 +94,7 @@ static void vt_convert_help(void)
 
 static const struct option vt_convert_longopts[] = {
     {"output-format", required_argument, NULL, 'O'},
+    {"input-format", required_argument, NULL, VT_OPT_INPUT_FORMAT},
     {"type", required_argument, NULL, 't'},
     {"block-size", required_argument, NULL, VT_OPT_BLOCK_SIZE},
     {"logical-sector", required_argument, NULL, VT_OPT_LOGICAL},
@@ -97,6 +119,14 @@ static int vt_convert_opt(struct vt_convert_cmd *c, int ch, const char *arg)
 					    "(expected raw or vhdx)",
 					    arg);
 		c->out_format = arg;
+		return 0;
+	case VT_OPT_INPUT_FORMAT:
+		if (strcmp(arg, "raw") && strcmp(arg, "vhdx"))
+			return vt_usage_err("convert",
+					    "unknown input format '%s' "
+					    "(expected raw or vhdx)",
+					    arg);
+		c->in_format = arg;
 		return 0;
 	case 'f':
 		c->force = true;
@@ -142,10 +172,177 @@ static int vt_convert_parse(int argc, char **argv, struct vt_convert_cmd *c)
 	return 0;
 }
 
+/* ---- what IN and OUT are ---- */
+
+static long vt_pread_full(int fd, void *buf, size_t len, uint64_t off)
+{
+	size_t done = 0;
+	ssize_t r;
+
+	while (done < len) {
+		r = pread(fd, (char *)buf + done, len - done,
+			  (off_t)(off + done));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			break;
+		done += (size_t)r;
+	}
+	return (long)done;
+}
+
+/* What the first and last bytes of a file say it is. */
+struct vt_kind {
+	const char *name; /* for messages; NULL: raw */
+	const char *qemu; /* qemu-img's format name */
+	bool vhdx;	  /* ours */
+};
+
+static const struct vt_kind vt_kind_raw = {NULL, "raw", false};
+static const struct vt_kind vt_kind_vhdx = {"VHDX", "vhdx", true};
+
+static bool vt_has(const uint8_t *buf, size_t n, size_t off, const char *sig,
+		   size_t len)
+{
+	return off + len <= n && !memcmp(buf + off, sig, len);
+}
+
+/* A VMDK descriptor: a text file starting with its comment line. */
+static bool vt_vmdk_descriptor(const uint8_t *buf, size_t n)
+{
+	static const char line[] = "# Disk DescriptorFile";
+	size_t i = 0;
+
+	if (n >= 3 && !memcmp(buf, "\xef\xbb\xbf", 3))
+		i = 3;
+	while (i < n && (buf[i] == ' ' || buf[i] == '\t' || buf[i] == '\r' ||
+			 buf[i] == '\n'))
+		i++;
+	return vt_has(buf, n, i, line, sizeof(line) - 1);
+}
+
+/*
+ * Recognise IN by its content.  A VHD's footer ("conectix") is at the end
+ * of a fixed VHD (512 bytes, or 511 in files of old Virtual PC versions)
+ * and copied at offset 0 in dynamic and differencing ones.
+ */
+static int vt_probe(int fd, uint64_t size, const struct vt_kind **kind)
+{
+	static const struct vt_kind kinds[] = {
+	    {"VHD (dynamic or differencing)", "vpc", false},
+	    {"VHD (fixed)", "vpc", false},
+	    {"qcow", "qcow2", false},
+	    {"QED", "qed", false},
+	    {"VMDK (sparse)", "vmdk", false},
+	    {"VMDK (descriptor file)", "vmdk", false},
+	    {"VDI", "vdi", false},
+	};
+	uint8_t head[4096], tail[512];
+	long n, t = 0;
+
+	n = vt_pread_full(fd, head, sizeof(head), 0);
+	if (n < 0)
+		return (int)n;
+	if (size >= sizeof(tail)) {
+		t = vt_pread_full(fd, tail, sizeof(tail), size - sizeof(tail));
+		if (t < 0)
+			return (int)t;
+	}
+	*kind = &vt_kind_raw;
+	if (vt_has(head, (size_t)n, 0, "vhdxfile", 8))
+		*kind = &vt_kind_vhdx;
+	else if (vt_has(head, (size_t)n, 0, "conectix", 8))
+		*kind = &kinds[0];
+	else if (vt_has(tail, (size_t)t, 0, "conectix", 8) ||
+		 vt_has(tail, (size_t)t, 1, "conectix", 8))
+		*kind = &kinds[1];
+	else if (vt_has(head, (size_t)n, 0, "QFI\xfb", 4))
+		*kind = &kinds[2];
+	else if (vt_has(head, (size_t)n, 0, "QED\0", 4))
+		*kind = &kinds[3];
+	else if (vt_has(head, (size_t)n, 0, "KDMV", 4) ||
+		 vt_has(head, (size_t)n, 0, "COWD", 4))
+		*kind = &kinds[4];
+	else if (vt_vmdk_descriptor(head, (size_t)n))
+		*kind = &kinds[5];
+	else if (vt_has(head, (size_t)n, 0x40, "\x7f\x10\xda\xbe", 4))
+		*kind = &kinds[6];
+	return 0;
+}
+
+/* What OUT's name says: "vhdx", "raw", NULL (nothing) or another format. */
+static const char *vt_name_format(const char *path, const char **other)
+{
+	static const char *const raw[] = {"raw", "img", "bin"};
+	static const char *const others[] = {"vhd",   "avhd", "vpc",  "qcow",
+					     "qcow2", "qed",  "vmdk", "vdi"};
+	const char *slash = strrchr(path, '/');
+	const char *dot = strrchr(slash ? slash + 1 : path, '.');
+
+	*other = NULL;
+	if (!dot || dot[1] == '\0')
+		return NULL;
+	dot++;
+	if (!strcasecmp(dot, "vhdx") || !strcasecmp(dot, "avhdx"))
+		return "vhdx";
+	for (size_t i = 0; i < sizeof(raw) / sizeof(raw[0]); i++)
+		if (!strcasecmp(dot, raw[i]))
+			return "raw";
+	for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++)
+		if (!strcasecmp(dot, others[i])) {
+			*other = dot;
+			return NULL;
+		}
+	return NULL;
+}
+
+/* OUT's format from -O and its name; 0 or VT_EXIT_USAGE after a message. */
+static int vt_out_format(const struct vt_convert_cmd *c, bool *vhdx)
+{
+	const char *other, *named = vt_name_format(c->out, &other);
+
+	if (other)
+		return vt_usage_err("convert",
+				    "%s: vhdxtool writes raw and VHDX images "
+				    "only, not .%s; name OUT .vhdx or .raw, "
+				    "or use qemu-img convert -O FORMAT for "
+				    "other formats",
+				    c->out, other);
+	if (c->out_format && named && strcmp(c->out_format, named))
+		return vt_usage_err("convert",
+				    "-O %s contradicts the name %s, which "
+				    "says %s; rename OUT or drop -O",
+				    c->out_format, c->out, named);
+	*vhdx = !strcmp(c->out_format ? c->out_format
+			: named	      ? named
+				      : "raw",
+			"vhdx");
+	return 0;
+}
+
 /* ---- the input ---- */
 
-static int vt_src_open(struct vt_src *s, const char *path)
+/* Refuse a container vhdxtool does not read, with the way to convert it. */
+static int vt_refuse_kind(const struct vt_convert_cmd *c,
+			  const struct vt_kind *k)
 {
+	vt_err("%s is a %s image, not a raw disk or VHDX; vhdxtool converts "
+	       "only those.\n"
+	       "  Convert it with qemu-img: qemu-img convert -f %s -O vhdx "
+	       "%s OUT.vhdx\n"
+	       "  (or -O raw OUT.raw).  To copy its bytes as a raw disk "
+	       "anyway, add\n"
+	       "  --input-format raw.",
+	       c->in, k->name, k->qemu, c->in);
+	return VT_EXIT_PROBLEMS;
+}
+
+static int vt_src_open(struct vt_src *s, const struct vt_convert_cmd *c)
+{
+	const char *path = c->in;
+	const struct vt_kind *kind = &vt_kind_raw;
 	struct vhdx_io io;
 	int ret;
 
@@ -154,7 +351,27 @@ static int vt_src_open(struct vt_src *s, const char *path)
 	ret = vt_open_input(path, &s->fd);
 	if (ret)
 		return ret;
-	s->vhdx = vt_is_vhdx(s->fd);
+	vhdx_io_fd_init(&io, &s->fd);
+	ret = io.size(io.opaque, &s->size);
+	if (ret == 0)
+		ret = vt_probe(s->fd, s->size, &kind);
+	if (ret < 0) {
+		vt_err("%s: %s", path, strerror(-ret));
+		return VT_EXIT_FAILURE;
+	}
+	if (c->in_format && !strcmp(c->in_format, "raw")) {
+		if (kind != &vt_kind_raw)
+			vt_note("%s looks like a %s image; copying its bytes "
+				"as a raw disk (--input-format raw)",
+				path, kind->name);
+		kind = &vt_kind_raw;
+	} else if (c->in_format && !kind->vhdx) {
+		vt_err("%s is not a VHDX image (--input-format vhdx)", path);
+		return VT_EXIT_PROBLEMS;
+	} else if (kind != &vt_kind_raw && !kind->vhdx) {
+		return vt_refuse_kind(c, kind);
+	}
+	s->vhdx = kind->vhdx;
 	if (s->vhdx) {
 		close(s->fd);
 		s->fd = -1;
@@ -164,12 +381,6 @@ static int vt_src_open(struct vt_src *s, const char *path)
 		return ret;
 	}
 	s->seek_data = true;
-	vhdx_io_fd_init(&io, &s->fd);
-	ret = io.size(io.opaque, &s->size);
-	if (ret < 0) {
-		vt_err("%s: %s", path, strerror(-ret));
-		return VT_EXIT_FAILURE;
-	}
 	return 0;
 }
 
@@ -214,25 +425,6 @@ static int vt_src_status(struct vt_src *s, uint64_t off, uint64_t *len)
 	if (s->vhdx)
 		return vhdx_block_status(s->vi.img, off, len);
 	return vt_raw_status(s, off, len);
-}
-
-static long vt_pread_full(int fd, void *buf, size_t len, uint64_t off)
-{
-	size_t done = 0;
-	ssize_t r;
-
-	while (done < len) {
-		r = pread(fd, (char *)buf + done, len - done,
-			  (off_t)(off + done));
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return -errno;
-		if (r == 0)
-			break;
-		done += (size_t)r;
-	}
-	return (long)done;
 }
 
 static int vt_src_read(struct vt_src *s, void *buf, size_t len, uint64_t off)
@@ -484,10 +676,12 @@ int vt_cmd_convert(int argc, char **argv)
 	if (ret)
 		return ret < 0 ? VT_EXIT_OK : ret;
 	s.vi.fd = -1;
-	ret = vt_src_open(&s, c.in);
+	ret = vt_out_format(&c, &d.vhdx);
 	if (ret)
 		goto out;
-	d.vhdx = c.out_format ? !strcmp(c.out_format, "vhdx") : !s.vhdx;
+	ret = vt_src_open(&s, &c);
+	if (ret)
+		goto out;
 	if (!d.vhdx && c.a.any_given) {
 		ret = vt_usage_err("convert", "-t, --block-size, "
 					      "--logical-sector, "

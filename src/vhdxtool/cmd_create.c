@@ -300,18 +300,28 @@ static void vt_parent_close(struct vt_parent *p)
 }
 
 /*
- * The new child (still under its temporary name, in its final directory)
- * must find its parent through the locator just written.
+ * The new child (still unnamed, or under its temporary name, in its final
+ * directory) must find its parent through the locator just written, looked
+ * up from the name it is about to get.
  */
 static int vt_verify_child(const struct vt_outfile *out, const char *image)
 {
-	struct vt_image vi;
+	struct vhdx_open_opts opts = {
+	    .flags = VT_OPEN_FLAGS | VHDX_OPEN_RDONLY,
+	    .msg = vt_vhdx_msg,
+	    .msg_opaque = (void *)image,
+	    .path = image,
+	};
+	struct vhdx_image *img;
+	struct vhdx_io io;
+	int fd = out->fd;
 	int ret;
 
-	ret = vt_image_open(&vi, out->tmp, false, vt_vhdx_msg, (void *)image);
-	if (ret)
-		return ret;
-	return vt_image_close(&vi);
+	vhdx_io_fd_init(&io, &fd);
+	ret = vhdx_open(&img, &io, &opts);
+	if (ret < 0)
+		return vt_exit_for_open_error(ret);
+	return vhdx_close(img) < 0 ? VT_EXIT_FAILURE : 0;
 }
 
 int vt_cmd_create(int argc, char **argv)

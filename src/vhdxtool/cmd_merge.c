@@ -13,8 +13,18 @@
  * Then every payload block the child does not leave to its parent is read
  * as the child shows it and compared with the parent in 4 KiB pieces; only
  * pieces that differ are written.  Afterwards the parent is opened again
- * with its own chain and checked.  The child itself is never written, but
- * once the parent has changed it is stale: its linkage no longer matches.
+ * with its own chain and checked.  The child itself is never written.
+ *
+ * Interruptions (merge_support.c has the details): before its first write
+ * the merge gives the parent the DataWriteGuid derived from the child
+ * (vhdx_merge_parent_guid), in one header update.  From then on every other
+ * child of the parent is stale, and a rerun of the same command recognises
+ * the partly merged parent (VHDX_OPEN_MERGE_RESUME) and continues: the
+ * child's view is the same over it, as a merge writes only where the child
+ * has data, and the comparison skips what is already there.  The parent is
+ * flushed every VT_MERGE_FLUSH bytes written, so a rerun does not start
+ * over.  --resume also accepts a parent with any DataWriteGuid, for a merge
+ * an older vhdxtool left behind (it renewed the GUID at random).
  */
 #include "config.h"
 
@@ -29,12 +39,14 @@
 #include "vhdx_inspect.h"
 #include "vhdxtool.h"
 
-#define VT_MERGE_CHUNK (1024 * 1024) /* bytes read at a time */
-#define VT_MERGE_GRAIN 4096	     /* compare and write granularity */
+#define VT_MERGE_CHUNK (1024 * 1024)  /* bytes read at a time */
+#define VT_MERGE_GRAIN 4096	      /* compare and write granularity */
+#define VT_MERGE_FLUSH (256ull << 20) /* bytes written between flushes */
 
 struct vt_merge_cmd {
 	const char *child;
 	const char *parent_opt; /* --parent */
+	bool resume;		/* --resume */
 };
 
 struct vt_merge {
@@ -45,10 +57,15 @@ struct vt_merge {
 	struct vhdx_io child_io;  /* on child_fd */
 	struct vhdx_image *child; /* opened against pv's file */
 	uint8_t *cbuf, *pbuf;
-	uint64_t blocks;  /* child blocks that hold their own content */
-	uint64_t merged;  /* of those, done */
-	uint64_t written; /* bytes written into the parent */
+	uint64_t blocks;    /* child blocks that hold their own content */
+	uint64_t merged;    /* of those, done */
+	uint64_t written;   /* bytes written into the parent */
+	uint64_t unflushed; /* of those, since the last flush */
 	uint8_t dwg_before[16];
+	uint8_t dwg_merge[16]; /* what the parent gets before the first write */
+	bool guid_set;	   /* the parent has it (maybe from an earlier run) */
+	bool session_guid; /* this run's session uses it */
+	int match;	   /* enum vhdx_parent_match */
 };
 
 static void vt_merge_help(void)
@@ -63,23 +80,39 @@ static void vt_merge_help(void)
 	       "parent is\n"
 	       "refused).  CHILD itself is not changed, but it is stale "
 	       "afterwards (its\n"
-	       "parent changed), as is every other child of that parent.  "
-	       "The parent is\n"
-	       "opened and checked again when done.\n"
+	       "parent changed), as is every other child of that parent "
+	       "from the first\n"
+	       "write on.  The parent is opened and checked again when "
+	       "done.\n"
+	       "\n"
+	       "An interrupted merge (a signal, a crash, a full disk) is "
+	       "finished by\n"
+	       "running the same command again; until then the parent is "
+	       "partly merged\n"
+	       "and CHILD can be opened by this command only.\n"
 	       "\n"
 	       "Options:\n"
 	       "      --parent PARENT  CHILD's parent, instead of the file "
 	       "its parent\n"
 	       "                       locator names (it must still match "
 	       "the linkage)\n"
+	       "      --resume         finish a merge interrupted by an "
+	       "older vhdxtool:\n"
+	       "                       accept the parent whatever its "
+	       "DataWriteGuid.\n"
+	       "                       Only if nothing but that merge "
+	       "changed it!\n"
 	       "  -q, --quiet          no progress indicator, no report\n"
 	       "  -v, --verbose        also print informational messages\n"
 	       "  -h, --help           print this help and exit\n"
 	       "\n" VT_EXIT_CODES_HELP);
 }
 
+#define VT_OPT_RESUME 0x200
+
 static const struct option vt_merge_longopts[] = {
     {"parent", required_argument, NULL, VT_OPT_PARENT},
+    {"resume", no_argument, NULL, VT_OPT_RESUME},
     {"quiet", no_argument, NULL, 'q'},
     {"verbose", no_argument, NULL, 'v'},
     {"help", no_argument, NULL, 'h'},
@@ -97,6 +130,9 @@ static int vt_merge_parse(int argc, char **argv, struct vt_merge_cmd *c)
 		switch (ch) {
 		case VT_OPT_PARENT:
 			c->parent_opt = optarg;
+			break;
+		case VT_OPT_RESUME:
+			c->resume = true;
 			break;
 		case 'q':
 			vt_quiet = 1;
@@ -121,34 +157,70 @@ static int vt_merge_parse(int argc, char **argv, struct vt_merge_cmd *c)
 
 /* ---- steps ---- */
 
+/* Flags of the child's opens: read-only, and a partly merged parent. */
+static unsigned int vt_merge_child_flags(const struct vt_merge_cmd *c)
+{
+	return VT_OPEN_FLAGS | VHDX_OPEN_RDONLY | VHDX_OPEN_MERGE_RESUME |
+	       (c->resume ? VHDX_OPEN_ANY_LINKAGE : 0);
+}
+
+/* What to do when CHILD does not find its parent. */
+static void vt_merge_hint(const struct vt_merge_cmd *c, int err)
+{
+	if (err != -ESTALE || c->resume)
+		return;
+	fprintf(stderr,
+		VT_PROG ": if a merge of %s into that parent was interrupted "
+			"by an older vhdxtool\n"
+			"  (which gave the parent a random DataWriteGuid), "
+			"--resume finishes it; use it\n"
+			"  only if nothing else has written to the parent "
+			"since\n",
+		c->child);
+}
+
 /* Open CHILD once, with its chain, to learn which file its parent is. */
 static int vt_merge_resolve(struct vt_merge *m)
 {
-	struct vt_image vi;
+	struct vhdx_open_opts opts = {
+	    .flags = vt_merge_child_flags(m->c),
+	    .msg = vt_vhdx_msg,
+	    .msg_opaque = (void *)m->c->child,
+	    .path = m->c->child,
+	    .parent_path = m->c->parent_opt,
+	};
+	struct vhdx_image *img;
 	struct vhdx_info ci, pi;
-	int ret;
+	struct vhdx_io io;
+	int fd, ret;
 
-	ret = vt_image_open_chain(&vi, m->c->child, m->c->parent_opt, false,
-				  NULL, NULL);
+	ret = vt_open_input(m->c->child, &fd);
 	if (ret)
 		return ret;
-	vhdx_get_info(vi.img, &ci);
+	vhdx_io_fd_init(&io, &fd);
+	ret = vhdx_open(&img, &io, &opts);
+	if (ret < 0) {
+		vt_merge_hint(m->c, ret);
+		close(fd);
+		return vt_exit_for_open_error(ret);
+	}
+	vhdx_get_info(img, &ci);
 	if (!ci.has_parent) {
 		vt_err("%s is not a differencing image; there is nothing to "
 		       "merge it into",
 		       m->c->child);
-		vt_image_close(&vi);
+		vhdx_close(img);
+		close(fd);
 		return VT_EXIT_USAGE;
 	}
-	vhdx_get_info(vhdx_parent(vi.img), &pi);
-	m->parent = strdup(vhdx_parent_path(vi.img));
-	ret = vt_image_close(&vi);
+	vhdx_get_info(vhdx_parent(img), &pi);
+	m->parent = strdup(vhdx_parent_path(img));
+	vhdx_close(img);
+	close(fd);
 	if (!m->parent) {
 		vt_err("out of memory");
 		return VT_EXIT_FAILURE;
 	}
-	if (ret)
-		return ret;
 	if (ci.virtual_size > pi.virtual_size) {
 		vt_err("%s (%llu bytes) is larger than its parent %s (%llu "
 		       "bytes); merge cannot grow the parent",
@@ -163,7 +235,7 @@ static int vt_merge_resolve(struct vt_merge *m)
 static int vt_merge_open(struct vt_merge *m)
 {
 	struct vhdx_open_opts opts = {
-	    .flags = VT_OPEN_FLAGS | VHDX_OPEN_RDONLY,
+	    .flags = vt_merge_child_flags(m->c),
 	    .msg = vt_vhdx_msg,
 	    .msg_opaque = (void *)m->c->child,
 	    .path = m->c->child,
@@ -185,8 +257,48 @@ static int vt_merge_open(struct vt_merge *m)
 	ret = vhdx_open(&m->child, &m->child_io, &opts);
 	if (ret < 0) {
 		m->child = NULL;
+		vt_merge_hint(m->c, ret);
 		return vt_exit_for_open_error(ret);
 	}
+	m->match = vhdx_parent_match(m->child);
+	if (vhdx_merge_parent_guid(m->child, m->dwg_merge) < 0) {
+		vt_err("%s: no parent linkage", m->c->child);
+		return VT_EXIT_PROBLEMS;
+	}
+	/* a rerun: the parent already has it */
+	m->guid_set = !memcmp(m->dwg_merge, m->dwg_before, 16);
+	if (m->match == VHDX_PARENT_MERGING)
+		vt_note("%s: resuming the merge of %s that was interrupted (or "
+			"has finished)",
+			m->parent, m->c->child);
+	else if (m->match == VHDX_PARENT_FORCED)
+		vt_note("%s: its DataWriteGuid does not match %s; merging "
+			"anyway (--resume)",
+			m->parent, m->c->child);
+	return 0;
+}
+
+/*
+ * Before the first write: the parent's new DataWriteGuid, the one a rerun
+ * recognises.  From now on the parent's other children are stale.
+ */
+static int vt_merge_set_guid(struct vt_merge *m)
+{
+	int ret;
+
+	/*
+	 * Also when the parent already has it (a rerun): otherwise the first
+	 * write would renew it at random.
+	 */
+	if (m->session_guid)
+		return 0;
+	ret = vhdx_set_data_write_guid(m->pv.img, m->dwg_merge);
+	if (ret < 0) {
+		vt_err("%s: cannot update the headers: %s", m->parent,
+		       strerror(-ret));
+		return VT_EXIT_FAILURE;
+	}
+	m->guid_set = m->session_guid = true;
 	return 0;
 }
 
@@ -213,8 +325,12 @@ static int vt_merge_piece(struct vt_merge *m, size_t n, uint64_t off)
 							   : VT_MERGE_GRAIN))
 			i += g;
 		if (i > start) {
-			long w = vhdx_write(m->pv.img, m->cbuf + start,
-					    i - start, off + start);
+			long w;
+
+			if (vt_merge_set_guid(m))
+				return VT_EXIT_FAILURE;
+			w = vhdx_write(m->pv.img, m->cbuf + start, i - start,
+				       off + start);
 
 			if (w != (long)(i - start)) {
 				vt_err("%s: write failed at offset %llu: %s",
@@ -224,8 +340,25 @@ static int vt_merge_piece(struct vt_merge *m, size_t n, uint64_t off)
 				return VT_EXIT_FAILURE;
 			}
 			m->written += i - start;
+			m->unflushed += i - start;
 		}
 	}
+	return 0;
+}
+
+/* Keep what is merged so far, so that a rerun goes on from there. */
+static int vt_merge_checkpoint(struct vt_merge *m)
+{
+	int ret;
+
+	if (m->unflushed < VT_MERGE_FLUSH)
+		return 0;
+	ret = vhdx_flush(m->pv.img);
+	if (ret < 0) {
+		vt_err("%s: flush failed: %s", m->parent, strerror(-ret));
+		return VT_EXIT_FAILURE;
+	}
+	m->unflushed = 0;
 	return 0;
 }
 
@@ -298,6 +431,8 @@ static int vt_merge_copy(struct vt_merge *m)
 		if (end > info.virtual_size)
 			end = info.virtual_size;
 		ret = vt_merge_block(m, off, end);
+		if (!ret)
+			ret = vt_merge_checkpoint(m);
 		if (!ret)
 			vt_progress_update(&p, ++m->merged);
 	}
@@ -389,7 +524,7 @@ static void vt_merge_report(const struct vt_merge *m, const uint8_t dwg[16])
 	printf("%s: merged into %s: %llu block%s of the child, %s written\n",
 	       m->c->child, m->parent, (unsigned long long)m->blocks,
 	       m->blocks == 1 ? "" : "s", h);
-	if (!memcmp(dwg, m->dwg_before, 16))
+	if (!memcmp(dwg, m->dwg_before, 16) && m->match == VHDX_PARENT_LINKED)
 		printf("%s: the parent did not change; %s is still its "
 		       "valid child\n",
 		       m->parent, m->c->child);
@@ -420,11 +555,11 @@ int vt_cmd_merge(int argc, char **argv)
 		ret = vt_merge_copy(&m);
 	vt_merge_close(&m, &ret);
 	if (ret) {
-		if (m.written)
-			vt_err("%s is partly merged (%llu bytes written); %s "
-			       "is stale",
-			       m.parent, (unsigned long long)m.written,
-			       c.child);
+		if (m.guid_set)
+			vt_err("%s is partly merged; run '" VT_PROG
+			       " merge %s' again to finish the merge (until "
+			       "then only that command opens %s)",
+			       m.parent, c.child, c.child);
 		goto out;
 	}
 	ret = vt_merge_validate(&m, dwg);

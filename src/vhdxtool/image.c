@@ -204,10 +204,47 @@ int vt_image_close(struct vt_image *vi)
 
 /* ---- output files ---- */
 
+/*
+ * The output is written to an unnamed file (O_TMPFILE) in OUT's directory
+ * and linked under its name only when complete: whatever kills the process
+ * before, the kernel frees the file and no name is left.  File systems
+ * without O_TMPFILE get a named PATH.tmp-XXXXXX instead, removed on every
+ * error and signal we see (not on SIGKILL or a crash).
+ */
+
+static char *vt_dir_of(const char *path)
+{
+	char *copy = strdup(path), *dir;
+
+	if (!copy)
+		return NULL;
+	dir = strdup(dirname(copy));
+	free(copy);
+	return dir;
+}
+
+static int vt_outfile_named(struct vt_outfile *o)
+{
+	if (asprintf(&o->tmp, "%s.tmp-XXXXXX", o->path) < 0) {
+		o->tmp = NULL;
+		vt_err("out of memory");
+		return VT_EXIT_FAILURE;
+	}
+	o->fd = mkostemp(o->tmp, O_CLOEXEC);
+	if (o->fd < 0) {
+		vt_err("%s: %s", o->tmp, strerror(errno));
+		free(o->tmp);
+		o->tmp = NULL;
+		return VT_EXIT_FAILURE;
+	}
+	return 0;
+}
+
 int vt_outfile_open(struct vt_outfile *o, const char *path, bool force)
 {
 	struct stat st;
 	mode_t mask;
+	char *dir;
 
 	memset(o, 0, sizeof(*o));
 	o->path = path;
@@ -226,23 +263,92 @@ int vt_outfile_open(struct vt_outfile *o, const char *path, bool force)
 			return VT_EXIT_USAGE;
 		}
 	}
-	if (asprintf(&o->tmp, "%s.tmp-XXXXXX", path) < 0) {
-		o->tmp = NULL;
+	mask = umask(0);
+	umask(mask);
+	dir = vt_dir_of(path);
+	if (!dir) {
 		vt_err("out of memory");
 		return VT_EXIT_FAILURE;
 	}
-	o->fd = mkostemp(o->tmp, O_CLOEXEC);
+	o->fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0666 & ~mask);
+	if (o->fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR ||
+			  errno == EINVAL || errno == ENOSYS)) {
+		free(dir);
+		if (vt_outfile_named(o))
+			return VT_EXIT_FAILURE;
+		if (fchmod(o->fd, 0666 & ~mask) < 0)
+			vt_warn("%s: %s", o->tmp, strerror(errno));
+		return 0;
+	}
 	if (o->fd < 0) {
-		vt_err("%s: %s", o->tmp, strerror(errno));
-		free(o->tmp);
-		o->tmp = NULL;
+		vt_err("%s: cannot create a file in %s: %s", path, dir,
+		       strerror(errno));
+		free(dir);
 		return VT_EXIT_FAILURE;
 	}
-	mask = umask(0);
-	umask(mask);
-	if (fchmod(o->fd, 0666 & ~mask) < 0)
-		vt_warn("%s: %s", o->tmp, strerror(errno));
+	free(dir);
 	return 0;
+}
+
+/* Give the unnamed file the name NAME; fails with EEXIST if it exists. */
+static int vt_link_unnamed(int fd, const char *name)
+{
+	char proc[64];
+
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	if (linkat(AT_FDCWD, proc, AT_FDCWD, name, AT_SYMLINK_FOLLOW) == 0)
+		return 0;
+	if (errno != ENOENT && errno != ENOTDIR)
+		return -1;
+	/* no /proc: needs CAP_DAC_READ_SEARCH */
+	return linkat(fd, "", AT_FDCWD, name, AT_EMPTY_PATH);
+}
+
+/*
+ * Link the unnamed file under o->path.  Replacing an existing file (-f)
+ * takes a second name for the time of one rename(2): a hidden
+ * .NAME.vhdxtool-PID-N next to it, whose creation and rename follow each
+ * other immediately.
+ */
+static int vt_link_out(struct vt_outfile *o)
+{
+	char *copy, *base, *dir, *tmp;
+	int ret = -1;
+
+	if (!o->force)
+		return vt_link_unnamed(o->fd, o->path);
+	copy = strdup(o->path);
+	dir = vt_dir_of(o->path);
+	if (!copy || !dir) {
+		free(copy);
+		free(dir);
+		errno = ENOMEM;
+		return -1;
+	}
+	base = basename(copy);
+	for (int attempt = 0; attempt < 100 && ret < 0; attempt++) {
+		if (asprintf(&tmp, "%s/.%s.vhdxtool-%ld-%d", dir, base,
+			     (long)getpid(), attempt) < 0) {
+			errno = ENOMEM;
+			break;
+		}
+		ret = vt_link_unnamed(o->fd, tmp);
+		if (ret == 0 && rename(tmp, o->path) < 0) {
+			int err = errno;
+
+			unlink(tmp);
+			errno = err;
+			free(tmp);
+			ret = -1;
+			break;
+		}
+		free(tmp);
+		if (ret < 0 && errno != EEXIST)
+			break;
+	}
+	free(copy);
+	free(dir);
+	return ret;
 }
 
 /* rename(2) without replacing an existing file unless forced. */
@@ -263,36 +369,47 @@ static int vt_rename(const struct vt_outfile *o)
 
 static void vt_sync_dir(const char *path)
 {
-	char *copy = strdup(path);
+	char *dir = vt_dir_of(path);
 	int fd;
 
-	if (!copy)
+	if (!dir)
 		return;
-	fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd >= 0) {
 		fsync(fd);
 		close(fd);
 	}
-	free(copy);
+	free(dir);
 }
 
 int vt_outfile_commit(struct vt_outfile *o)
 {
-	if (fsync(o->fd) < 0 || close(o->fd) < 0) {
-		vt_err("%s: %s", o->tmp, strerror(errno));
-		o->fd = -1;
+	const char *what = o->tmp ? o->tmp : o->path;
+	int ret;
+
+	if (fsync(o->fd) < 0) {
+		vt_err("%s: %s", what, strerror(errno));
 		vt_outfile_abort(o);
 		return VT_EXIT_FAILURE;
 	}
-	o->fd = -1;
-	if (vt_rename(o) < 0) {
+	ret = o->tmp ? vt_rename(o) : vt_link_out(o);
+	if (ret < 0) {
 		int err = errno;
 
-		vt_err("cannot rename %s to %s: %s", o->tmp, o->path,
-		       strerror(err));
+		if (o->tmp)
+			vt_err("cannot rename %s to %s: %s", o->tmp, o->path,
+			       strerror(err));
+		else
+			vt_err("cannot create %s: %s", o->path, strerror(err));
 		vt_outfile_abort(o);
 		return err == EEXIST ? VT_EXIT_USAGE : VT_EXIT_FAILURE;
 	}
+	if (close(o->fd) < 0) {
+		o->fd = -1;
+		vt_err("%s: %s", o->path, strerror(errno));
+		return VT_EXIT_FAILURE;
+	}
+	o->fd = -1;
 	vt_sync_dir(o->path);
 	free(o->tmp);
 	o->tmp = NULL;

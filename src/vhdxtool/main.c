@@ -1,7 +1,8 @@
 /*
  * main.c - vhdxtool's entry point: the global options and the dispatch to
- * one subcommand (create, convert, info, check, merge), each in its own
- * file.
+ * one subcommand, each in its own file.  vt_commands is the only list of
+ * commands: the dispatch, `help COMMAND` and the --help summary all read
+ * it, so a new command is one entry there (and its vt_cmd_* function).
  */
 #include "config.h"
 
@@ -53,6 +54,18 @@ static const struct vt_command *vt_find_command(const char *name)
 	return NULL;
 }
 
+/* An unknown command (or other bad use of the command word): exit 1. */
+static int vt_unknown(const char *word, const char *what)
+{
+	if (what)
+		fprintf(stderr, VT_PROG " %s: %s\n", word, what);
+	else
+		fprintf(stderr, VT_PROG ": unknown command '%s'\n", word);
+	fprintf(stderr, "Try '" VT_PROG " --help' for the list of "
+			"commands.\n");
+	return VT_EXIT_USAGE;
+}
+
 int main(int argc, char **argv)
 {
 	const struct vt_command *cmd;
@@ -65,9 +78,16 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") ||
 	    !strcmp(argv[1], "help")) {
-		if (argc > 2 && (cmd = vt_find_command(argv[2]))) {
+		if (argc > 3)
+			return vt_unknown(argv[1], "too many arguments");
+		if (argc == 3 && strcmp(argv[2], "help") &&
+		    strcmp(argv[2], "--help") && strcmp(argv[2], "-h")) {
 			char *args[] = {argv[2], "--help", NULL};
 
+			/* the same table as the commands themselves */
+			cmd = vt_find_command(argv[2]);
+			if (!cmd)
+				return vt_unknown(argv[2], NULL);
 			return cmd->run(2, args);
 		}
 		vt_print_help();
@@ -79,14 +99,8 @@ int main(int argc, char **argv)
 		return VT_EXIT_OK;
 	}
 	cmd = vt_find_command(argv[1]);
-	if (!cmd) {
-		fprintf(stderr,
-			VT_PROG ": unknown command '%s'\n"
-				"Try '" VT_PROG " --help' for more "
-				"information.\n",
-			argv[1]);
-		return VT_EXIT_USAGE;
-	}
+	if (!cmd)
+		return vt_unknown(argv[1], NULL);
 	vt_catch_signals();
 	return cmd->run(argc - 1, argv + 1);
 }

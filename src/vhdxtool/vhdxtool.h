@@ -182,22 +182,27 @@ int vt_open_input(const char *path, int *fd);
 /* True if the file starts with the VHDX file type signature. */
 bool vt_is_vhdx(int fd);
 
-/* An output file written under a temporary name, renamed when complete. */
+/*
+ * An output file written unnamed (O_TMPFILE) in its directory and linked
+ * under its name when complete; where O_TMPFILE is not supported, under a
+ * temporary name renamed when complete.
+ */
 struct vt_outfile {
 	const char *path;
-	char *tmp;
+	char *tmp; /* the named fallback, NULL: unnamed (O_TMPFILE) */
 	int fd;
 	bool force;
 };
 
 /*
- * Refuse an existing PATH unless force, then create PATH.tmp-XXXXXX in the
- * same directory.  Returns 0 or an exit code after a message.
+ * Refuse an existing PATH unless force, then create the unnamed file in
+ * PATH's directory (or PATH.tmp-XXXXXX).  Returns 0 or an exit code after a
+ * message.
  */
 int vt_outfile_open(struct vt_outfile *o, const char *path, bool force);
-/* fsync, rename over PATH (no-clobber unless force), fsync the directory. */
+/* fsync, link as PATH (no-clobber unless force), fsync the directory. */
 int vt_outfile_commit(struct vt_outfile *o);
-/* Remove the temporary file. */
+/* Drop the unfinished file. */
 void vt_outfile_abort(struct vt_outfile *o);
 
 /* Set by SIGINT/SIGTERM/SIGHUP; long loops stop and clean up. */
