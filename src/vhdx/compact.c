@@ -214,9 +214,9 @@ static int collect_owners(struct vhdx_image *img, struct owner **out,
 			v = p;
 			cap = nc;
 		}
-		v[n++] = (struct owner){e & VHDX_BAT_OFFSET_MASK, i,
-					bitmap ? VHDX_ALIGN
-					       : img->g.block_size};
+		v[n++] =
+		    (struct owner){e & VHDX_BAT_OFFSET_MASK, i,
+				   bitmap ? VHDX_ALIGN : img->g.block_size};
 	}
 	if (n)
 		qsort(v, n, sizeof(*v), cmp_owner_desc);
@@ -238,7 +238,8 @@ static int copy_place(struct compact *c, uint64_t src, uint64_t dst,
 
 		ret = read_place(img, c->buf, n, src + o);
 		if (ret == 0)
-			ret = img->io.pwrite(img->io.opaque, c->buf, n, dst + o);
+			ret =
+			    img->io.pwrite(img->io.opaque, c->buf, n, dst + o);
 	}
 	return ret;
 }

@@ -197,11 +197,11 @@ struct vhdx_image {
 	uint64_t flushed_size;	   /* file size known to be durable */
 	uint8_t *dirty;		   /* one flag per 4 KiB BAT sector */
 	uint64_t n_dirty;
-	uint64_t log_pos;     /* where the next entry goes */
-	uint64_t log_seq;     /* sequence number of the next entry */
-	bool log_active;      /* LogGuid in the header is non-zero */
-	bool apply_unflushed; /* applied sectors not yet flushed */
-	bool flush_failed;    /* an fdatasync failed: keep the log */
+	uint64_t log_pos;	 /* where the next entry goes */
+	uint64_t log_seq;	 /* sequence number of the next entry */
+	bool log_active;	 /* LogGuid in the header is non-zero */
+	bool apply_unflushed;	 /* applied sectors not yet flushed */
+	bool flush_failed;	 /* an fdatasync failed: keep the log */
 	struct vhdx_freemap *fm; /* free places of the file (freemap.c) */
 	bool trimming;		 /* journal.c: giving the free tail back */
 };

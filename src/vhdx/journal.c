@@ -190,7 +190,8 @@ static int commit_entry(struct vhdx_image *img, const uint64_t *sectors,
 
 /*
  * Give the free places at the end of the file back (fmt §12.1, §19.3):
- * after a commit, nothing durable points there.  First an entry whose
+ * after a commit, nothing durable points there.  First an entry (the first
+ * under a new LogGuid) whose
  * FlushedFileOffset and LastFileOffset hold the new size is written and
  * flushed (a BAT sector rewritten as it is), then the file is cut.  A crash
  * in between leaves a longer file than the entry says, which is allowed.
@@ -207,6 +208,13 @@ static int release_tail(struct vhdx_image *img, uint8_t *buf)
 	    end < VHDX_HEADER_SECTION_SIZE)
 		return 0;
 	img->trimming = true;
+	/*
+	 * Under a fresh LogGuid: QEMU replays every entry of the chain, not
+	 * only from the head's Tail, and refuses the file if any of them has
+	 * a FlushedFileOffset beyond its end.  The older entries, written
+	 * for the longer file, must stop being valid first.
+	 */
+	img->log_active = false;
 	img->alloc_end = end;
 	if (img->flushed_size > end)
 		img->flushed_size = end;
