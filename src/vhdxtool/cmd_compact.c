@@ -106,6 +106,7 @@ static void vt_compact_report(const struct vt_compact_cmd *c,
 		struct vt_json j;
 
 		vt_json_begin(&j, stdout);
+		vt_json_object(&j, NULL);
 		vt_json_str(&j, "image", c->path);
 		vt_json_u64(&j, "size_before", r->size_before);
 		vt_json_u64(&j, "size_after", r->size_after);
@@ -113,6 +114,7 @@ static void vt_compact_report(const struct vt_compact_cmd *c,
 		vt_json_u64(&j, "bitmaps_moved", r->bitmaps_moved);
 		vt_json_u64(&j, "blocks_zeroed", r->blocks_zeroed);
 		vt_json_u64(&j, "free_bytes_left", r->free_bytes);
+		vt_json_close_object(&j);
 		vt_json_end(&j);
 		return;
 	}
