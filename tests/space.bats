@@ -248,6 +248,71 @@ sp_frag() {
 	assert_equal "$(size_of "$img")" "$after"
 }
 
+# The case of issue 14: a 1 GiB ext4 (default 32 MiB blocks), 80 % of its
+# data deleted and trimmed, then compacted: the file holds its blocks and
+# metadata and no more, has no holes, and every reader sees the same disk.
+@test "compact: ext4 with 80 % of its data deleted and trimmed" {
+	local img=$T/e.vhdx before after min id dwg i
+	require_root
+	require_fuse
+	require_cmd losetup mkfs.ext4 e2fsck fstrim qemu-img vhdimount jq
+	"$VHDXTOOL" create -q -s 1G "$img"
+	vf_mount "$img" "$T/mnt"
+	F=$(vf_raw_path "$T/mnt")
+	loop_attach "$F"
+	mkfs.ext4 -q -F "$LOOPDEV"
+	mount "$LOOPDEV" "$T/fs"
+	track_fsmount "$T/fs"
+	head -c $((30 * 1000 * 1000)) /dev/urandom >"$T/src"
+	for i in 0 1 2 3 4 5 6 7 8 9; do
+		{ echo "file $i" && cat "$T/src"; } >"$T/fs/f$i"
+	done
+	sync -f "$T/fs"
+	# delete 80 %: keep the 5th and the last file
+	for i in 0 1 2 3 5 6 7 8; do
+		rm "$T/fs/f$i"
+	done
+	(cd "$T/fs" && sha256sum f4 f9) >"$T/keep.sum"
+	sp_trim
+	sp_umount_ext4
+	cp --sparse=always "$img" "$T/before.vhdx"
+	qemu-img convert -f vhdx -O raw "$img" "$T/before.raw"
+	id=$(sp_disk_id "$img")
+	dwg=$(sp_data_guid "$img")
+	before=$(size_of "$img")
+	run "$VHDXTOOL" compact --json "$img"
+	assert_success
+	note "$output"
+	after=$(size_of "$img")
+	min=$(sp_min_size "$img")
+	note "file: $before -> $after bytes; blocks + metadata: $min"
+	[ "$after" -le $((min + 32 * MiB)) ]
+	[ "$after" -lt "$before" ]
+	sp_dense "$img"
+	assert_equal "$(sp_disk_id "$img")" "$id"
+	assert_equal "$(sp_data_guid "$img")" "$dwg"
+	run qemu-img check "$img"
+	assert_success
+	assert_output --partial "No errors were found"
+	qemu-img compare -f vhdx -F vhdx "$T/before.vhdx" "$img"
+	vhdi_mount "$img" "$T/mnt"
+	cmp "$T/mnt/vhdi1" "$T/before.raw"
+	vhdi_umount "$T/mnt"
+	run "$VHDXTOOL" check "$img"
+	assert_success
+	# the file system: clean, the files that stayed intact
+	vf_mount "$img" "$T/mnt" -o ro
+	F=$(vf_raw_path "$T/mnt")
+	run e2fsck -fn "$F"
+	assert_success
+	loop_attach "$F" -r
+	mount -o ro "$LOOPDEV" "$T/fs"
+	sp_verify_sums "$T/keep.sum"
+	umount "$T/fs"
+	losetup -d "$LOOPDEV"
+	vf_umount "$T/mnt"
+}
+
 @test "compact: refuses a mounted image and bad usage, changes nothing" {
 	local img=$T/m.vhdx sum
 	require_fuse
