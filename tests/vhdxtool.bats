@@ -668,12 +668,15 @@ repair_ok() {
 		00000000-0000-0000-0000-000000000000 ]
 }
 
-@test "check: leaked space at the end: a warning; repair truncates it" {
+@test "check: free space at the end: counted as free; repair truncates it" {
 	local size
 	mk_check_base
 	size=$(stat -c %s "$IMG")
 	truncate -s $((size + 3 * MiB)) "$IMG"
-	vt_expect_check "$IMG" 0 "warning: $((3 * MiB)) bytes at the end of the file.*leaked"
+	vt_expect_check "$IMG" 0 "no problems found \(0 warnings\); free space: [0-9]+ bytes in [0-9]+ place"
+	run "$VHDXTOOL" check -v "$IMG"
+	assert_output --regexp "$((3 * MiB)) bytes at the end of the file .* are free"
+	refute_output --partial "leaked"
 	run "$VHDXTOOL" check --repair "$IMG"
 	assert_success
 	assert_output --partial "repaired: truncated $((3 * MiB)) bytes"

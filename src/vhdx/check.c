@@ -495,25 +495,34 @@ static uint64_t cross_check(struct check *c, struct used_list *u)
 	return reach;
 }
 
+/*
+ * Space no structure uses is free: new blocks go there first (freemap.c)
+ * and `vhdxtool compact` gives it back.  Not damage, so only information.
+ */
 static void report_space(struct check *c, uint64_t reach)
 {
 	uint64_t size = c->img->file_size;
 
+	c->r->free_bytes = c->r->unused_bytes;
+	c->r->free_places = c->r->unused_ranges;
+	if (size > reach) {
+		c->r->leaked_bytes = size - reach;
+		c->r->free_bytes += size - reach;
+		c->r->free_places++;
+		vhdx_info(c->img,
+			  "%llu bytes at the end of the file (0x%llx to "
+			  "0x%llx) are free; --repair or compact truncates "
+			  "them",
+			  (unsigned long long)(size - reach),
+			  (unsigned long long)reach, (unsigned long long)size);
+	}
 	if (c->r->unused_ranges)
 		vhdx_info(c->img,
 			  "%llu bytes in %llu gap%s between structures are "
-			  "unused",
+			  "free",
 			  (unsigned long long)c->r->unused_bytes,
 			  (unsigned long long)c->r->unused_ranges,
 			  c->r->unused_ranges == 1 ? "" : "s");
-	if (size <= reach)
-		return;
-	c->r->leaked_bytes = size - reach;
-	warning(c,
-		"%llu bytes at the end of the file (0x%llx to 0x%llx) belong "
-		"to no structure (leaked space); --repair truncates them",
-		(unsigned long long)(size - reach), (unsigned long long)reach,
-		(unsigned long long)size);
 }
 
 static int check_space(struct check *c, vhdx_progress_fn progress,

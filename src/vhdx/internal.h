@@ -244,11 +244,13 @@ struct vhdx_image {
 	uint64_t flushed_size;	   /* file size known to be durable */
 	uint8_t *dirty;		   /* one flag per 4 KiB BAT sector */
 	uint64_t n_dirty;
-	uint64_t log_pos;     /* where the next entry goes */
-	uint64_t log_seq;     /* sequence number of the next entry */
-	bool log_active;      /* LogGuid in the header is non-zero */
-	bool apply_unflushed; /* applied sectors not yet flushed */
-	bool flush_failed;    /* an fdatasync failed: keep the log */
+	uint64_t log_pos;	 /* where the next entry goes */
+	uint64_t log_seq;	 /* sequence number of the next entry */
+	bool log_active;	 /* LogGuid in the header is non-zero */
+	bool apply_unflushed;	 /* applied sectors not yet flushed */
+	bool flush_failed;	 /* an fdatasync failed: keep the log */
+	struct vhdx_freemap *fm; /* free places of the file (freemap.c) */
+	bool trimming;		 /* journal.c: giving the free tail back */
 };
 
 /*
@@ -444,6 +446,47 @@ void vhdx_set_broken(struct vhdx_image *img, int err, const char *what);
 /* Register a used range; fails with -EINVAL if it overlaps another. */
 int vhdx_extent_add(struct vhdx_image *img, uint64_t start, uint64_t length,
 		    const char *what);
+
+/* ---- free places of the file (freemap.c), fmt §19 ---- */
+
+/*
+ * Build the map of free 1 MiB places below img->alloc_end from the BAT and
+ * the region table (vhdx_write_init).  0 or -ENOMEM.
+ */
+int vhdx_freemap_build(struct vhdx_image *img);
+void vhdx_freemap_destroy(struct vhdx_image *img);
+/* Is every 1 MiB unit of [off, off + len) free now? (off 1 MiB aligned) */
+bool vhdx_freemap_is_free(const struct vhdx_image *img, uint64_t off,
+			  uint64_t len);
+/* Lowest free place of len bytes that ends at or below `below`, or 0. */
+uint64_t vhdx_freemap_find(const struct vhdx_image *img, uint64_t len,
+			   uint64_t below);
+/* vhdx_freemap_find below alloc_end, and mark it used; 0 if none. */
+uint64_t vhdx_freemap_take(struct vhdx_image *img, uint64_t len);
+/* Mark [off, off + len) used (e.g. claimed by a new structure). */
+void vhdx_freemap_use(struct vhdx_image *img, uint64_t off, uint64_t len);
+/* Free now: a place nothing durable refers to (e.g. a failed allocation). */
+void vhdx_freemap_give(struct vhdx_image *img, uint64_t off, uint64_t len);
+/* Freed by an in-memory BAT change: free once that change is durable. */
+void vhdx_freemap_defer(struct vhdx_image *img, uint64_t off, uint64_t len);
+/*
+ * Commit protocol (journal.c): n = vhdx_freemap_commit_begin() before the
+ * dirty BAT sectors are journaled; after they are durable,
+ * vhdx_freemap_durable(n) frees the places deferred before the commit.
+ */
+size_t vhdx_freemap_commit_begin(const struct vhdx_image *img);
+void vhdx_freemap_durable(struct vhdx_image *img, size_t n);
+/* Start of the run of free units that ends at alloc_end. */
+uint64_t vhdx_freemap_tail(const struct vhdx_image *img);
+/* Forget the units at and after end (the file was cut there). */
+void vhdx_freemap_cut(struct vhdx_image *img, uint64_t end);
+void vhdx_freemap_stats(const struct vhdx_image *img, uint64_t *free_bytes,
+			uint64_t *reused);
+/*
+ * Tests only (test_crash --unsafe-reuse): free deferred places at once,
+ * breaking fmt §19.2, to show the crash harness catches it.
+ */
+extern bool vhdx_freemap_unsafe_reuse;
 
 /* ---- region tables (region.c) ---- */
 

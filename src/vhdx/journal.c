@@ -189,17 +189,69 @@ static int commit_entry(struct vhdx_image *img, const uint64_t *sectors,
 	return 0;
 }
 
+/*
+ * Give the free places at the end of the file back (fmt §12.1, §19.3):
+ * after a commit, nothing durable points there.  First an entry (the first
+ * under a new LogGuid) whose
+ * FlushedFileOffset and LastFileOffset hold the new size is written and
+ * flushed (a BAT sector rewritten as it is), then the file is cut.  A crash
+ * in between leaves a longer file than the entry says, which is allowed.
+ * Only with every BAT sector committed: the entry must not carry changes
+ * whose data was not flushed.
+ */
+static int release_tail(struct vhdx_image *img, uint8_t *buf)
+{
+	uint64_t end = vhdx_freemap_tail(img);
+	uint64_t sector0 = 0;
+	int ret;
+
+	if (end >= img->alloc_end || img->n_dirty || img->trimming ||
+	    end < VHDX_HEADER_SECTION_SIZE)
+		return 0;
+	img->trimming = true;
+	/*
+	 * Under a fresh LogGuid: QEMU replays every entry of the chain, not
+	 * only from the head's Tail, and refuses the file if any of them has
+	 * a FlushedFileOffset beyond its end.  The older entries, written
+	 * for the longer file, must stop being valid first.
+	 */
+	img->log_active = false;
+	img->alloc_end = end;
+	if (img->flushed_size > end)
+		img->flushed_size = end;
+	ret = commit_entry(img, &sector0, 1, buf);
+	img->trimming = false;
+	if (ret < 0) {
+		vhdx_set_broken(img, ret, "log write");
+		return ret;
+	}
+	vhdx_freemap_cut(img, end);
+	if (img->file_size > end) {
+		/* on failure the file only stays longer: still consistent */
+		ret = img->io.truncate(img->io.opaque, end);
+		if (ret < 0)
+			return ret;
+		img->file_size = end;
+	}
+	if (img->eff_size > end)
+		img->eff_size = end;
+	return 0;
+}
+
 int vhdx_journal_commit(struct vhdx_image *img)
 {
 	uint64_t sectors[JOURNAL_MAX_DESC];
 	uint64_t n_sectors =
 	    (img->bat_length + VHDX_LOG_SECTOR_SIZE - 1) / VHDX_LOG_SECTOR_SIZE;
+	/* places freed before this commit: free once it is durable */
+	size_t n_pend = vhdx_freemap_commit_begin(img);
 	uint8_t *buf;
 	int ret = 0;
 
 	if (img->broken)
 		return img->broken;
-	if (!img->n_dirty)
+	if (!img->n_dirty && !n_pend &&
+	    vhdx_freemap_tail(img) >= img->alloc_end)
 		return 0;
 	buf = malloc((JOURNAL_MAX_DESC + 1) * VHDX_LOG_SECTOR_SIZE);
 	if (!buf)
@@ -220,6 +272,10 @@ int vhdx_journal_commit(struct vhdx_image *img)
 		for (uint32_t k = 0; k < n; k++)
 			img->dirty[sectors[k]] = 0;
 		img->n_dirty -= n;
+	}
+	if (ret == 0) {
+		vhdx_freemap_durable(img, n_pend);
+		ret = release_tail(img, buf);
 	}
 	free(buf);
 	return ret;

@@ -61,6 +61,7 @@ static void image_free(struct vhdx_image *img)
 	free(img->extents);
 	free(img->parent_locator);
 	free(img->dirty);
+	vhdx_freemap_destroy(img);
 	pthread_rwlock_destroy(&img->lock);
 	pthread_mutex_destroy(&img->meta_lock);
 	pthread_mutex_destroy(&img->bitmap_lock);

@@ -152,6 +152,9 @@ struct vhdx_check_report {
 	uint64_t leaked_bytes;	 /* file bytes past the last structure */
 	uint64_t unused_bytes;	 /* bytes in gaps between structures */
 	uint64_t unused_ranges;
+	/* free space: the gaps and the end past the last structure */
+	uint64_t free_bytes;
+	uint64_t free_places;
 };
 
 /*
@@ -175,5 +178,36 @@ int vhdx_check(struct vhdx_image *img, struct vhdx_check_report *r,
  * counted in r->repaired.  Returns 0 or -errno.
  */
 int vhdx_repair(struct vhdx_image *img, struct vhdx_check_report *r);
+
+/* ---- compaction (compact.c), fmt §19.3 ---- */
+
+/* First turn blocks whose bytes are all zero into ZERO blocks. */
+#define VHDX_COMPACT_ZEROS 0x1u
+
+struct vhdx_compact_opts {
+	unsigned int flags; /* VHDX_COMPACT_* */
+	vhdx_progress_fn progress;
+	void *progress_opaque;
+};
+
+struct vhdx_compact_result {
+	uint64_t size_before, size_after; /* file sizes */
+	uint64_t blocks_moved;		  /* payload blocks */
+	uint64_t bitmaps_moved;		  /* sector bitmap blocks */
+	uint64_t blocks_zeroed;		  /* made ZERO (VHDX_COMPACT_ZEROS) */
+	uint64_t free_bytes;		  /* free places left before the end */
+};
+
+/*
+ * Shrink the file of an image opened read-write, in place: blocks move
+ * into free places from the end of the file down, each move made durable
+ * (data flushed, new BAT entry journaled) before its old place is reused,
+ * and the file is cut after its last used byte and left without holes
+ * (unless opened VHDX_OPEN_SPARSE).  What the disk reads is unchanged, and
+ * so is DataWriteGuid.  Safe to interrupt at any point.  Returns 0 or
+ * -errno (reported to the sink).
+ */
+int vhdx_compact(struct vhdx_image *img, const struct vhdx_compact_opts *o,
+		 struct vhdx_compact_result *r);
 
 #endif /* VHDX_INSPECT_H */

@@ -1,6 +1,7 @@
 /*
  * write.c - the write path (fmt §10.3): in-place writes into present
- * blocks, allocation of new blocks at the end of the file, and the flush
+ * blocks, allocation of new blocks (in a free place of the file, else at
+ * its end: freemap.c), and the flush
  * that makes data and metadata durable.
  *
  * Ordering: a new block's space is made part of the file (reserved with the
@@ -129,6 +130,33 @@ static int copy_up(struct vhdx_image *img, uint64_t pb, uint64_t old_e,
 	return ret;
 }
 
+static int zero_file(struct vhdx_image *img, uint64_t foff, uint64_t len,
+		     bool unmap);
+
+/*
+ * Prepare the free place [off, end) for a new block: it may hold anything
+ * (a discard that could not punch a hole, an old structure), and a new
+ * block must read as zeros.  Zero it, keeping it allocated unless
+ * VHDX_OPEN_SPARSE; extend the file if the place reaches past its end.
+ */
+static int prepare_free_place(struct vhdx_image *img, uint64_t off,
+			      uint64_t end)
+{
+	bool sparse = (img->flags & VHDX_OPEN_SPARSE) || !img->io.allocate;
+	int ret;
+
+	if (end > img->file_size) {
+		ret = img->io.truncate(img->io.opaque, end);
+		if (ret < 0)
+			return ret;
+		img->file_size = end;
+	}
+	ret = zero_file(img, off, end - off, sparse);
+	if (ret == 0 && !sparse)
+		ret = img->io.allocate(img->io.opaque, off, end - off);
+	return ret;
+}
+
 /* Give payload block pb file space; returns its BAT entry.  meta_lock held. */
 static int alloc_block(struct vhdx_image *img, uint64_t pb, uint64_t *entry)
 {
@@ -136,6 +164,7 @@ static int alloc_block(struct vhdx_image *img, uint64_t pb, uint64_t *entry)
 	uint64_t e = img->bat[idx];
 	uint64_t off = img->alloc_end;
 	uint64_t end = off + img->g.block_size;
+	uint64_t place = 0;
 	int ret;
 
 	if ((e & VHDX_BAT_STATE_MASK) == VHDX_BLOCK_FULLY_PRESENT) {
@@ -146,6 +175,15 @@ static int alloc_block(struct vhdx_image *img, uint64_t pb, uint64_t *entry)
 		/* the block has space: complete it in place */
 		off = e & VHDX_BAT_OFFSET_MASK;
 		end = 0;
+	} else if ((place = vhdx_freemap_take(img, img->g.block_size)) != 0) {
+		/* a free place inside the file first, lowest first (§19.2) */
+		off = place;
+		end = 0;
+		ret = prepare_free_place(img, off, off + img->g.block_size);
+		if (ret < 0) {
+			vhdx_freemap_give(img, off, img->g.block_size);
+			return ret;
+		}
 	} else if (end > VHDX_MAX_OFF || end < off) {
 		return -EFBIG;
 	}
@@ -168,8 +206,11 @@ static int alloc_block(struct vhdx_image *img, uint64_t pb, uint64_t *entry)
 		/* readers of the file test it without meta_lock */
 		__atomic_store_n(&img->file_size, end, __ATOMIC_RELEASE);
 	}
-	if (img->parent && (ret = copy_up(img, pb, e, off)) < 0)
+	if (img->parent && (ret = copy_up(img, pb, e, off)) < 0) {
+		if (place)
+			vhdx_freemap_give(img, place, img->g.block_size);
 		return ret;
+	}
 	e = off | VHDX_BLOCK_FULLY_PRESENT;
 	pthread_rwlock_wrlock(&img->lock);
 	img->state_count[img->bat[idx] & VHDX_BAT_STATE_MASK]--;
@@ -306,8 +347,8 @@ static int zero_whole_block(struct vhdx_image *img, uint64_t pb,
 	}
 	pthread_mutex_unlock(&img->meta_lock);
 	/*
-	 * Nothing refers to the old space any more, and allocation never
-	 * reuses it: give it back.  Before the next flush journals ZERO, the
+	 * Nothing refers to the old space any more, and allocation does not
+	 * reuse it before ZERO is durable: give it back.  Before the next flush journals ZERO, the
 	 * BAT on disk still points here, so after a crash meanwhile each
 	 * sector reads either as before (the parent's, for a sector whose
 	 * bitmap bit is 0) or as zeros: what an unsynced discard may leave.
@@ -320,6 +361,15 @@ static int zero_whole_block(struct vhdx_image *img, uint64_t pb,
 			   "discard: the space of block %llu stays "
 			   "allocated",
 			   (unsigned long long)pb);
+	/*
+	 * Only now, after the hole is punched, may the place go to another
+	 * block, and only once the ZERO entry is durable (fmt §19.2).
+	 */
+	if (space) {
+		pthread_mutex_lock(&img->meta_lock);
+		vhdx_freemap_defer(img, space, img->g.block_size);
+		pthread_mutex_unlock(&img->meta_lock);
+	}
 	return ret;
 }
 
@@ -462,6 +512,8 @@ int vhdx_write_init(struct vhdx_image *img)
 	if (!img->dirty)
 		return -ENOMEM;
 	img->alloc_end = (img->eff_size + VHDX_ALIGN - 1) & ~(VHDX_ALIGN - 1);
+	if (vhdx_freemap_build(img) < 0)
+		return -ENOMEM;
 	/*
 	 * The log of a fresh image is often a hole: give it space now, so a
 	 * full disk stops a data write, not a log write.  (Best effort.)

@@ -130,8 +130,13 @@ static void vt_check_summary(const struct vt_check_cmd *c,
 		return;
 	}
 	if (!r->problems) {
-		printf("%s: no problems found (%u warning%s)\n", c->path,
-		       r->warnings, vt_plural(r->warnings, "", "s"));
+		printf("%s: no problems found (%u warning%s); free space: %llu "
+		       "byte%s in %llu place%s\n",
+		       c->path, r->warnings, vt_plural(r->warnings, "", "s"),
+		       (unsigned long long)r->free_bytes,
+		       vt_plural(r->free_bytes, "", "s"),
+		       (unsigned long long)r->free_places,
+		       vt_plural(r->free_places, "", "s"));
 		return;
 	}
 	printf("%s: %u problem%s found (%u repairable), %u warning%s; "
@@ -185,7 +190,7 @@ static void vt_check_help(void)
 	       "  -r, --repair   replay a dirty log, rewrite a damaged header "
 	       "or region\n"
 	       "                 table copy from the good one, truncate "
-	       "leaked space at\n"
+	       "free space at\n"
 	       "                 the end of the file; says what it changed\n"
 	       "      --parent PARENT\n"
 	       "                 the parent of a differencing image, "

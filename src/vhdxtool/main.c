@@ -21,6 +21,7 @@ static const struct vt_command {
     {"info", vt_cmd_info, "show the structures of an image"},
     {"check", vt_cmd_check, "check an image, and optionally repair it"},
     {"merge", vt_cmd_merge, "fold a differencing image into its parent"},
+    {"compact", vt_cmd_compact, "shrink an image file in place"},
     {"map", vt_cmd_map, "show where the virtual disk's data is"},
 };
 

@@ -51,8 +51,19 @@
  * flushes) in turn, and into every pwrite and flush of a read-write open
  * that replays a log (whose last entry holds a block made ZERO).
  *
- *   test_crash [--states N] [--seed N] [--jobs N] [--qemu N]
- *	      [--round R [--state S [--save FILE]]] [--verbose]
+ * Two more sets of rounds: reuse_states, whose workloads discard whole
+ * blocks and allocate again with flushes in between, so that new blocks
+ * land in places freed by discards (fmt §19.2); and compact_states, whose
+ * crash states are cut while vhdx_compact moves blocks down and cuts the
+ * file (fmt §19.3); compaction changes nothing a reader sees, so every
+ * such state must read as the flushed workload.  --unsafe-reuse makes the
+ * library free places before the freeing BAT change is durable (a switch
+ * for this test only) and runs reuse_states, which must then fail.
+ *
+ *   test_crash [--states N] [--reuse-states N] [--compact-states N]
+ *	      [--seed N] [--jobs N] [--qemu N] [--only crash|reuse|compact]
+ *	      [--unsafe-reuse] [--round R [--state S [--save FILE]]]
+ *	      [--verbose]
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -68,6 +79,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "vhdx_inspect.h"
 #include "mem_io.h"
 #include "rec_io.h"
 #include "unit.h"
@@ -89,7 +101,18 @@ static struct {
 	const char *save;
 	unsigned int qemu; /* crash states also given to qemu-img */
 	bool verbose;
-} opt = {.states = 1000, .round = -1, .state = -1, .qemu = 6};
+	unsigned long reuse_states, compact_states;
+	bool unsafe_reuse; /* break fmt §19.2 on purpose (reuse_states) */
+	const char *only;  /* run only this test */
+} opt = {.states = 1000,
+	 .round = -1,
+	 .state = -1,
+	 .qemu = 6,
+	 .reuse_states = 1000,
+	 .compact_states = 1000};
+
+/* States of every test run so far (the summary line). */
+static unsigned long all_states, all_failed;
 
 /* ---- random numbers (splitmix64) ---- */
 
@@ -247,6 +270,8 @@ struct config {
 	uint32_t log_size;
 	unsigned int steps; /* workload writes; 0: until every block is used */
 	unsigned int flush_pct; /* chance of a flush after a write */
+	unsigned int zero_pct;	/* steps that are a vhdx_zero (0: ZERO_PCT) */
+	bool compact;		/* then flush, and vhdx_compact */
 };
 
 /*
@@ -255,22 +280,53 @@ struct config {
  * blocks than that, one or two per flush, and so rotate the LogGuid.
  */
 static const struct config configs[] = {
-    {"dynamic-1M-512", VHDX_TYPE_DYNAMIC, MiB, 512, 160, 192, MiB, 0, 40},
-    {"fixed-2M-4096", VHDX_TYPE_FIXED, 2 * MiB, 4096, 48, 96, MiB, 120, 40},
-    {"dynamic-2M-4096", VHDX_TYPE_DYNAMIC, 2 * MiB, 4096, 64, 120, MiB, 200,
-     40},
-    {"fixed-1M-512", VHDX_TYPE_FIXED, MiB, 512, 48, 96, MiB, 120, 40},
-    {"dynamic-1M-4096", VHDX_TYPE_DYNAMIC, MiB, 4096, 160, 192, MiB, 0, 40},
-    {"fixed-1M-4096", VHDX_TYPE_FIXED, MiB, 4096, 48, 96, MiB, 120, 40},
+    {"dynamic-1M-512", VHDX_TYPE_DYNAMIC, MiB, 512, 160, 192, MiB, 0, 40, 0,
+     false},
+    {"fixed-2M-4096", VHDX_TYPE_FIXED, 2 * MiB, 4096, 48, 96, MiB, 120, 40, 0,
+     false},
+    {"dynamic-2M-4096", VHDX_TYPE_DYNAMIC, 2 * MiB, 4096, 64, 120, MiB, 200, 40,
+     0, false},
+    {"fixed-1M-512", VHDX_TYPE_FIXED, MiB, 512, 48, 96, MiB, 120, 40, 0, false},
+    {"dynamic-1M-4096", VHDX_TYPE_DYNAMIC, MiB, 4096, 160, 192, MiB, 0, 40, 0,
+     false},
+    {"fixed-1M-4096", VHDX_TYPE_FIXED, MiB, 4096, 48, 96, MiB, 120, 40, 0,
+     false},
     {"dynamic-2M-512", VHDX_TYPE_DYNAMIC, 2 * MiB, 512, 64, 120, 2 * MiB, 200,
-     40},
-    {"fixed-2M-512", VHDX_TYPE_FIXED, 2 * MiB, 512, 48, 96, MiB, 120, 40},
+     40, 0, false},
+    {"fixed-2M-512", VHDX_TYPE_FIXED, 2 * MiB, 512, 48, 96, MiB, 120, 40, 0,
+     false},
     /* 512 entries per BAT sector: commits touch several sectors */
-    {"dynamic-1M-512-wide", VHDX_TYPE_DYNAMIC, MiB, 512, 520, 600, MiB, 160,
-     15},
+    {"dynamic-1M-512-wide", VHDX_TYPE_DYNAMIC, MiB, 512, 520, 600, MiB, 160, 15,
+     0, false},
 };
 
 #define N_CONFIGS (sizeof(configs) / sizeof(configs[0]))
+
+/*
+ * Reuse of freed places (fmt §19.2): many discards of whole blocks, each
+ * often followed by a write that allocates, with flushes in between, so
+ * that blocks land in places freed by earlier discards.
+ */
+static const struct config reuse_configs[] = {
+    {"reuse-1M-512", VHDX_TYPE_DYNAMIC, MiB, 512, 40, 64, MiB, 260, 30, 35,
+     false},
+    {"reuse-2M-4096", VHDX_TYPE_DYNAMIC, 2 * MiB, 4096, 48, 80, MiB, 220, 30,
+     35, false},
+};
+
+/*
+ * Compaction (fmt §19.3): a workload with discards leaves free places, a
+ * flush makes it all durable, then vhdx_compact moves blocks down and cuts
+ * the file; the crash states are taken during the compaction.
+ */
+static const struct config compact_configs[] = {
+    {"compact-1M-512", VHDX_TYPE_DYNAMIC, MiB, 512, 40, 64, MiB, 200, 30, 30,
+     true},
+    {"compact-2M-4096", VHDX_TYPE_DYNAMIC, 2 * MiB, 4096, 48, 80, MiB, 160, 30,
+     30, true},
+    {"compact-1M-4096", VHDX_TYPE_DYNAMIC, MiB, 4096, 40, 64, MiB, 200, 30, 30,
+     true},
+};
 
 /* ---- the model: what was written, and when it became durable ---- */
 
@@ -861,13 +917,14 @@ static int do_flush(struct wl *w)
  * write that allocated, so that there are about as many commits as blocks.
  */
 static int run_workload(struct wl *w, unsigned int steps,
-			unsigned int flush_pct)
+			unsigned int flush_pct, unsigned int zero_pct)
 {
 	for (unsigned int s = 0;
 	     steps ? s < steps : (w->n_used < w->n_blocks && s < 3000); s++) {
 		uint64_t used = w->n_used;
 
-		if (!w->z_follow && rng_pct(w->rng, ZERO_PCT)) {
+		if (!w->z_follow &&
+		    rng_pct(w->rng, zero_pct ? zero_pct : ZERO_PCT)) {
 			if (do_zero(w) < 0)
 				return -1;
 		} else if (do_write(w) < 0) {
@@ -1006,6 +1063,9 @@ struct round {
 	unsigned long made_zero;	 /* blocks they turned ZERO */
 	unsigned long zero_ops, punches; /* recorded zero ops, of them holes */
 	uint64_t zero_blocks;		 /* ZERO entries in the final BAT */
+	size_t compact_start;		 /* record index where it began */
+	uint64_t moved, cut;		 /* by vhdx_compact: blocks, bytes */
+	uint64_t reused, free_left;	 /* freemap: allocations, free bytes */
 	char why[512];
 };
 
@@ -1104,7 +1164,30 @@ static int round_setup(struct round *rd)
 			.why = rd->why,
 			.whylen = sizeof(rd->why)};
 	w.used = xcalloc(w.n_blocks, 1);
-	ret = run_workload(&w, rd->cfg->steps, rd->cfg->flush_pct);
+	ret = run_workload(&w, rd->cfg->steps, rd->cfg->flush_pct,
+			   rd->cfg->zero_pct);
+	if (ret == 0 && rd->cfg->compact) {
+		struct vhdx_compact_opts co = {
+		    .flags = rng_pct(&r, 50) ? VHDX_COMPACT_ZEROS : 0};
+		struct vhdx_compact_result cr = {0};
+
+		/* discard about half the blocks: free places to move into */
+		for (uint64_t b = 0; ret == 0 && b < w.n_blocks; b++)
+			if (rng_pct(&r, 50))
+				ret = do_zero_range(&w, b * w.block_size,
+						    w.block_size,
+						    VHDX_ZERO_UNMAP);
+		if (ret == 0)
+			ret = do_flush(&w);
+		rd->compact_start = rec_io_count(rd->rec);
+		if (ret == 0 && (ret = vhdx_compact(img, &co, &cr)) != 0)
+			snprintf(rd->why, sizeof(rd->why),
+				 "vhdx_compact returned %d (%s)", ret,
+				 strerror(-ret));
+		rd->moved = cr.blocks_moved;
+		rd->cut = cr.size_before - cr.size_after;
+	}
+	vhdx_freemap_stats(img, &rd->free_left, &rd->reused);
 	rd->zeros = w.zeros;
 	rd->zeros_unmap = w.zeros_unmap;
 	rd->zeros_whole = w.zeros_whole;
@@ -1600,8 +1683,15 @@ static bool frontier_special(struct round *rd, size_t k)
 static void plan_counts(struct round *rd, unsigned long n_states, uint32_t *cnt,
 			size_t n_fr, struct rng *r)
 {
-	size_t *idx = xmalloc(n_fr * sizeof(*idx)), n_special = 0;
+	size_t *idx = xmalloc(n_fr * sizeof(*idx)), n_special = 0, k0 = 0;
 
+	/* compaction rounds: only the states cut during vhdx_compact */
+	while (rd->cfg->compact && k0 + 1 < n_fr &&
+	       (size_t)rd->flushes[k0] <= rd->compact_start)
+		k0++;
+	memset(cnt, 0, n_fr * sizeof(*cnt));
+	cnt += k0;
+	n_fr -= k0;
 	for (size_t i = 0; i < n_fr; i++)
 		idx[i] = i;
 	for (size_t i = n_fr; i > 1; i--) {
@@ -1611,7 +1701,7 @@ static void plan_counts(struct round *rd, unsigned long n_states, uint32_t *cnt,
 		idx[j] = t;
 	}
 	for (size_t i = 0; i < n_fr; i++) {
-		if (frontier_special(rd, idx[i])) {
+		if (frontier_special(rd, idx[i] + k0)) {
 			size_t t = idx[n_special];
 
 			idx[n_special++] = idx[i];
@@ -1685,7 +1775,17 @@ struct totals {
 	unsigned long log_entries, rotations;
 	unsigned long zeros, zeros_whole, made_zero, zero_ops, punches;
 	uint64_t zero_blocks;
+	/* rounds that placed blocks in freed places, and their states */
+	unsigned long reuse_rounds, reuse_states;
+	uint64_t reused;
+	/* compaction rounds: states cut during vhdx_compact, blocks moved */
+	unsigned long compact_states;
+	uint64_t moved, cut;
 };
+
+/* The configurations the rounds take turns at. */
+static const struct config *cur_cfgs = configs;
+static size_t cur_n_cfgs = N_CONFIGS;
 
 static struct totals tot = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
@@ -1696,8 +1796,8 @@ static void run_round(unsigned long no)
 	bool ok;
 
 	rd.seed = mix64(opt.seed ^ mix64(no + 1));
-	rd.cfg = &configs[no % N_CONFIGS];
-	rd.zero_mode = (unsigned int)((no + no / N_CONFIGS) % N_ZERO_MODES);
+	rd.cfg = &cur_cfgs[no % cur_n_cfgs];
+	rd.zero_mode = (unsigned int)((no + no / cur_n_cfgs) % N_ZERO_MODES);
 	rd.rbuf = xmalloc(CHUNK);
 	rd.ebuf = xmalloc(CHUNK);
 	ok = round_setup(&rd) == 0 && round_check_live(&rd) == 0;
@@ -1713,15 +1813,17 @@ static void run_round(unsigned long no)
 		    "blocks made ZERO; %s: %lu zero ops, %lu holes; %" PRIu64
 		    " ZERO blocks at the end), %zu flushes, %zu io ops (%zu io "
 		    "flushes), %lu log entries (%lu of several BAT sectors), "
-		    "%lu log rotations, %s; %lu states, %lu failed (%.1f s)",
+		    "%lu log rotations, %s; %" PRIu64 " blocks placed in "
+		    "freed places; compact: %" PRIu64 " moved, %" PRIu64
+		    " bytes cut; %lu states, %lu failed (%.1f s)",
 		    no, rd.cfg->name, (uint64_t)(rd.vsize / MiB),
 		    rd.vsize % MiB ? "+" : "", rd.m.nw, rd.zeros,
 		    rd.zeros_unmap, rd.zeros_whole, rd.made_zero,
 		    zero_modes[rd.zero_mode].name, rd.zero_ops, rd.punches,
 		    rd.zero_blocks, rd.m.nf, rd.rec ? rec_io_count(rd.rec) : 0,
 		    rd.n_flushes, rd.log_entries, rd.multi_entries,
-		    rd.rotations, rd.closed ? "closed" : "crashed", rd.states,
-		    rd.failed, now() - t0);
+		    rd.rotations, rd.closed ? "closed" : "crashed", rd.reused,
+		    rd.moved, rd.cut, rd.states, rd.failed, now() - t0);
 	pthread_mutex_lock(&tot.lock);
 	tot.states += rd.states;
 	tot.failed += rd.failed;
@@ -1736,6 +1838,15 @@ static void run_round(unsigned long no)
 	tot.zero_ops += rd.zero_ops;
 	tot.punches += rd.punches;
 	tot.zero_blocks += rd.zero_blocks;
+	tot.reused += rd.reused;
+	if (rd.reused) {
+		tot.reuse_rounds++;
+		tot.reuse_states += rd.states;
+	}
+	if (rd.cfg->compact)
+		tot.compact_states += rd.states;
+	tot.moved += rd.moved;
+	tot.cut += rd.cut;
 	if (ok && rd.cfg->steps == 0 && rd.cfg->type == VHDX_TYPE_DYNAMIC) {
 		tot.rotating_rounds++;
 		tot.rotating_without += rd.rotations == 0;
@@ -1761,16 +1872,24 @@ static void *worker(void *arg)
 	}
 }
 
-TEST(crash_states)
+/* Reset the totals and run the rounds of cfgs for about n_states states. */
+static void run_rounds(const struct config *cfgs, size_t n_cfgs,
+		       unsigned long n_states)
 {
 	pthread_t th[64];
 	unsigned int jobs = opt.jobs;
 	double t0 = now();
 
-	tot.n_rounds = opt.states / 600;
-	if (tot.n_rounds < N_CONFIGS)
-		tot.n_rounds = N_CONFIGS;
-	tot.per_round = (opt.states + tot.n_rounds - 1) / tot.n_rounds;
+	pthread_mutex_lock(&tot.lock);
+	memset((char *)&tot + sizeof(tot.lock), 0,
+	       sizeof(tot) - sizeof(tot.lock));
+	pthread_mutex_unlock(&tot.lock);
+	cur_cfgs = cfgs;
+	cur_n_cfgs = n_cfgs;
+	tot.n_rounds = n_states / 600;
+	if (tot.n_rounds < n_cfgs)
+		tot.n_rounds = n_cfgs;
+	tot.per_round = (n_states + tot.n_rounds - 1) / tot.n_rounds;
 	if (opt.round >= 0) {
 		if ((unsigned long)opt.round >= tot.n_rounds)
 			tot.n_rounds = (unsigned long)opt.round + 1;
@@ -1796,6 +1915,20 @@ TEST(crash_states)
 	    " ZERO blocks in the final images",
 	    tot.zeros, tot.zeros_whole, tot.made_zero, tot.zero_ops,
 	    tot.punches, tot.zero_blocks);
+	out("%" PRIu64 " blocks placed in freed places (%lu rounds, %lu "
+	    "states); %lu states during compaction, %" PRIu64
+	    " blocks moved, %" PRIu64 " bytes cut",
+	    tot.reused, tot.reuse_rounds, tot.reuse_states, tot.compact_states,
+	    tot.moved, tot.cut);
+	pthread_mutex_lock(&out_lock);
+	all_states += tot.states;
+	all_failed += tot.failed;
+	pthread_mutex_unlock(&out_lock);
+}
+
+TEST(crash_states)
+{
+	run_rounds(configs, N_CONFIGS, opt.states);
 	CHECK_EQ_U64(tot.failed, 0);
 	CHECK_EQ_U64(tot.rounds_failed, 0);
 	/*
@@ -1810,6 +1943,45 @@ TEST(crash_states)
 	}
 	if (opt.state < 0)
 		CHECK(tot.states >= (opt.round >= 0 ? 1 : opt.states));
+}
+
+/*
+ * Discard and allocation into freed places (fmt §19.2).  With
+ * --unsafe-reuse the library frees places at once, before the BAT change
+ * that freed them is durable: this test must then fail.
+ */
+TEST(reuse_states)
+{
+	vhdx_freemap_unsafe_reuse = opt.unsafe_reuse;
+	run_rounds(reuse_configs,
+		   sizeof(reuse_configs) / sizeof(*reuse_configs),
+		   opt.reuse_states);
+	vhdx_freemap_unsafe_reuse = false;
+	if (opt.unsafe_reuse)
+		out("--unsafe-reuse: %lu of %lu states failed (expected: "
+		    "some)",
+		    tot.failed, tot.states);
+	CHECK_EQ_U64(tot.failed, 0);
+	CHECK_EQ_U64(tot.rounds_failed, 0);
+	if (opt.round < 0) {
+		/* every round must have placed blocks in freed places */
+		CHECK_EQ_U64(tot.reuse_rounds, tot.n_rounds);
+		CHECK(tot.reuse_states >= opt.reuse_states);
+	}
+}
+
+/* Crash states cut while vhdx_compact moves blocks and cuts the file. */
+TEST(compact_states)
+{
+	run_rounds(compact_configs,
+		   sizeof(compact_configs) / sizeof(*compact_configs),
+		   opt.compact_states);
+	CHECK_EQ_U64(tot.failed, 0);
+	CHECK_EQ_U64(tot.rounds_failed, 0);
+	if (opt.round < 0) {
+		CHECK(tot.moved > 0 && tot.cut > 0);
+		CHECK(tot.compact_states >= opt.compact_states);
+	}
 }
 
 /* ---- fault injection during the workload ---- */
@@ -2041,9 +2213,12 @@ static void fault_case(struct fault_run *fr, unsigned long *counts)
 }
 
 static const struct config fault_configs[] = {
-    {"dynamic-1M-512", VHDX_TYPE_DYNAMIC, MiB, 512, 20, 24, MiB, 40, 35},
-    {"fixed-1M-4096", VHDX_TYPE_FIXED, MiB, 4096, 12, 16, MiB, 30, 35},
-    {"dynamic-2M-4096", VHDX_TYPE_DYNAMIC, 2 * MiB, 4096, 20, 24, MiB, 30, 35},
+    {"dynamic-1M-512", VHDX_TYPE_DYNAMIC, MiB, 512, 20, 24, MiB, 40, 35, 0,
+     false},
+    {"fixed-1M-4096", VHDX_TYPE_FIXED, MiB, 4096, 12, 16, MiB, 30, 35, 0,
+     false},
+    {"dynamic-2M-4096", VHDX_TYPE_DYNAMIC, 2 * MiB, 4096, 20, 24, MiB, 30, 35,
+     0, false},
 };
 
 /* zero_modes[] of each: the fixed image zeroes ranges, never punches */
@@ -2230,16 +2405,29 @@ static int parse_args(int argc, char **argv)
 			opt.verbose = true;
 			continue;
 		}
+		if (!strcmp(a, "--unsafe-reuse")) {
+			opt.unsafe_reuse = true;
+			opt.only = "reuse";
+			continue;
+		}
 		if (!has_val)
 			return -1;
 		if (!strcmp(a, "--save")) {
 			opt.save = argv[++i];
 			continue;
 		}
+		if (!strcmp(a, "--only")) {
+			opt.only = argv[++i];
+			continue;
+		}
 		if (parse_ul(argv[++i], &v) < 0)
 			return -1;
 		if (!strcmp(a, "--states"))
 			opt.states = v;
+		else if (!strcmp(a, "--reuse-states"))
+			opt.reuse_states = v;
+		else if (!strcmp(a, "--compact-states"))
+			opt.compact_states = v;
 		else if (!strcmp(a, "--seed"))
 			opt.seed = v;
 		else if (!strcmp(a, "--jobs"))
@@ -2357,9 +2545,11 @@ int main(int argc, char **argv)
 	opt.jobs = cpus < 1 ? 1 : cpus > 8 ? 8 : (unsigned int)cpus;
 	if (parse_args(argc, argv) < 0) {
 		fprintf(stderr,
-			"usage: test_crash [--states N] [--seed N] [--jobs N] "
-			"[--qemu N] [--round R [--state S [--save FILE]]] "
-			"[--verbose]\n");
+			"usage: test_crash [--states N] [--reuse-states N] "
+			"[--compact-states N] [--seed N] [--jobs N] "
+			"[--qemu N] [--only crash|reuse|compact] "
+			"[--unsafe-reuse] [--round R [--state S [--save "
+			"FILE]]] [--verbose]\n");
 		return 2;
 	}
 	pat_init();
@@ -2367,14 +2557,19 @@ int main(int argc, char **argv)
 					"2>&1") == 0;
 	unit_note("seed %" PRIu64 " (replay with --seed %" PRIu64 ")", opt.seed,
 		  opt.seed);
-	RUN_TEST(crash_states);
-	if (opt.round < 0) {
+	if (!opt.only || !strcmp(opt.only, "crash"))
+		RUN_TEST(crash_states);
+	if (!opt.only || !strcmp(opt.only, "reuse"))
+		RUN_TEST(reuse_states);
+	if (!opt.only || !strcmp(opt.only, "compact"))
+		RUN_TEST(compact_states);
+	if (opt.round < 0 && !opt.only) {
 		RUN_TEST(fault_injection);
 		RUN_TEST(replay_faults);
 		RUN_TEST(log_tail_room);
 	}
-	printf("crash states: %lu checked, %lu failed\n", tot.states,
-	       tot.failed);
+	printf("crash states: %lu checked, %lu failed\n", all_states,
+	       all_failed);
 	free(pat);
 	int rc = unit_done();
 

@@ -515,9 +515,10 @@ out:
 }
 
 /*
- * A write into a block made ZERO allocates new space (the old one is not
- * reused, and here still holds the old pattern, since mem_io cannot punch
- * holes): the rest of the block must read as zeros.
+ * A write into a block made ZERO takes a free place (fmt §19.2): not its old
+ * place while ZERO is not durable, the old place once it is.  mem_io cannot
+ * punch holes, so the old place still holds the old pattern: the new block
+ * must read as zeros around what is written (the place is zeroed first).
  */
 TEST(write_after_zero)
 {
@@ -533,25 +534,36 @@ TEST(write_after_zero)
 		goto out;
 	for (int pb = 0; pb < 4; pb++)
 		md.state[pb] = FP;
-	old_off = file_offset_of(img, 1 * MiB);
-	zero_ok(img, &md, 1 * MiB, BS, VHDX_ZERO_UNMAP);
-	md.state[1] = ZB;
 	CHECK_EQ_INT(vhdx_flush(img), 0);
-	verify(img, &md, "block 1 ZERO");
+	old_off = file_offset_of(img, 1 * MiB);
 	size = mem_io_get_size(m);
 
+	/* not durable yet: the old place is not reused */
+	zero_ok(img, &md, 1 * MiB, BS, VHDX_ZERO_UNMAP);
+	md.state[1] = ZB;
 	write_pat(img, &md, 1 * MiB + 0x40000, 4096, SEED_B);
 	md.state[1] = FP;
-	verify(img, &md, "written into the ZERO block");
-	CHECK_EQ_U64(mem_io_get_size(m), size + BS);
+	verify(img, &md, "written into the ZERO block before a flush");
 	new_off = file_offset_of(img, 1 * MiB);
-	/* new space, not the old one */
 	CHECK(new_off >= old_off + BS || new_off + BS <= old_off);
-	CHECK_EQ_U64(new_off % MiB, 0);
-	/* the old space still holds the old data: not read, not reused */
+	CHECK_EQ_U64(mem_io_get_size(m), size + BS);
 	mem_io_get(m, old_off + 0x40000, raw, sizeof(raw));
 	for (size_t i = 0; i < sizeof(want); i++)
 		want[i] = pat(SEED_A, 1 * MiB + 0x40000 + i);
+	CHECK_EQ_MEM(raw, want, sizeof(raw));
+
+	/* durable: the old place is the lowest free one and is reused */
+	CHECK_EQ_INT(vhdx_flush(img), 0);
+	zero_ok(img, &md, 2 * MiB, BS, VHDX_ZERO_UNMAP);
+	md.state[2] = ZB;
+	CHECK_EQ_INT(vhdx_flush(img), 0);
+	write_pat(img, &md, 2 * MiB + 0x40000, 4096, SEED_B);
+	md.state[2] = FP;
+	verify(img, &md, "written into a ZERO block after a flush");
+	CHECK_EQ_U64(file_offset_of(img, 2 * MiB), old_off);
+	/* zeroed before use: the old pattern is gone */
+	mem_io_get(m, old_off + 0x80000, raw, sizeof(raw));
+	memset(want, 0, sizeof(want));
 	CHECK_EQ_MEM(raw, want, sizeof(raw));
 
 	/* and the block can go back to ZERO */
