@@ -20,6 +20,7 @@ static const struct vt_command {
     {"info", vt_cmd_info, "show the structures of an image"},
     {"check", vt_cmd_check, "check an image, and optionally repair it"},
     {"merge", vt_cmd_merge, "fold a differencing image into its parent"},
+    {"resize", vt_cmd_resize, "grow or shrink the virtual disk"},
 };
 
 #define VT_N_COMMANDS (sizeof(vt_commands) / sizeof(vt_commands[0]))

@@ -222,5 +222,6 @@ int vt_cmd_convert(int argc, char **argv);
 int vt_cmd_info(int argc, char **argv);
 int vt_cmd_check(int argc, char **argv);
 int vt_cmd_merge(int argc, char **argv);
+int vt_cmd_resize(int argc, char **argv);
 
 #endif /* VHDXTOOL_H */
