@@ -671,7 +671,8 @@ static int publish(struct resize *r)
 
 		img->bat = r->nb;
 		r->nb = old;
-		img->bat_entries = r->n_entries;
+		__atomic_store_n(&img->bat_entries, r->n_entries,
+				 __ATOMIC_RELAXED);
 		for (size_t x = 0; x < img->n_extents; x++)
 			if (img->extents[x].start == img->bat_offset &&
 			    img->extents[x].length == img->bat_length) {
