@@ -95,6 +95,17 @@ static int partitions_end(struct vhdx_image *img, uint64_t *end)
 		goto out; /* a disk of one sector has no table */
 	if (s[510] != 0x55 || s[511] != 0xaa)
 		goto out;
+	/* a file system's boot sector (FAT, NTFS, exFAT) is no MBR */
+	if (!memcmp(s + 3, "NTFS    ", 8) || !memcmp(s + 3, "EXFAT   ", 8) ||
+	    !memcmp(s + 54, "FAT", 3) || !memcmp(s + 82, "FAT32", 5))
+		goto out;
+	for (int k = 0; k < 4; k++) {
+		const uint8_t *p = s + 446 + 16 * k;
+
+		if ((p[0] != 0 && p[0] != 0x80) ||
+		    (p[4] && (!le32_get(p + 8) || !le32_get(p + 12))))
+			goto out; /* not a partition table */
+	}
 	for (int k = 0; k < 4; k++) {
 		const uint8_t *p = s + 446 + 16 * k;
 		uint64_t last = (uint64_t)le32_get(p + 8) + le32_get(p + 12);
