@@ -238,6 +238,21 @@ static int alloc_fixed(struct resize *r, uint64_t *entry)
 	return 0;
 }
 
+/* Extend the file to end if it ends before. */
+static int cover(struct vhdx_image *img, uint64_t end)
+{
+	int ret;
+
+	if (end <= img->alloc_end)
+		return 0;
+	ret = img->io.truncate(img->io.opaque, end);
+	if (ret < 0)
+		return ret;
+	img->alloc_end = end;
+	img->file_size = end;
+	return 0;
+}
+
 /* Zero [foff, foff + len) of the file, clipped at its end. */
 static int zero_file(struct vhdx_image *img, uint64_t foff, uint64_t len)
 {
@@ -336,9 +351,14 @@ static int clear_old_tail(struct resize *r)
 		return ret;
 	}
 	if (state == VHDX_BLOCK_FULLY_PRESENT ||
-	    state == VHDX_BLOCK_PARTIALLY_PRESENT)
-		return zero_file(img, (e & VHDX_BAT_OFFSET_MASK) + old % bs,
-				 bs - old % bs);
+	    state == VHDX_BLOCK_PARTIALLY_PRESENT) {
+		uint64_t off = e & VHDX_BAT_OFFSET_MASK;
+		/* a block cut short by the end of file: all of it is needed */
+		int ret = cover(img, off + bs);
+
+		return ret ? ret
+			   : zero_file(img, off + old % bs, bs - old % bs);
+	}
 	return 0; /* reads as zeros, or as the parent, zeros past its end */
 }
 
@@ -578,21 +598,6 @@ static int write_unlinked_bat(struct resize *r, uint64_t from_byte,
 	}
 	free(buf);
 	return ret;
-}
-
-/* Extend the file to end if it ends before. */
-static int cover(struct vhdx_image *img, uint64_t end)
-{
-	int ret;
-
-	if (end <= img->alloc_end)
-		return 0;
-	ret = img->io.truncate(img->io.opaque, end);
-	if (ret < 0)
-		return ret;
-	img->alloc_end = end;
-	img->file_size = end;
-	return 0;
 }
 
 /*
