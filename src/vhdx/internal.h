@@ -317,7 +317,7 @@ int vhdx_journal_commit(struct vhdx_image *img);
  */
 int vhdx_journal_sectors(struct vhdx_image *img, const uint64_t *off,
 			 const uint8_t *const *data, uint32_t n);
-/* The most sectors one entry can hold in this image's log. */
+/* The most sectors one entry may hold in this image's log (<= 126). */
 uint32_t vhdx_journal_max_sectors(const struct vhdx_image *img);
 
 /* Clear LogGuid after the last commit (clean close).  meta_lock held. */

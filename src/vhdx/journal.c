@@ -154,9 +154,15 @@ static int entry_fits(const struct vhdx_image *img, uint32_t n)
 	return len + VHDX_LOG_TAIL_ROOM > img->log_length ? -ENOSPC : 0;
 }
 
+/*
+ * At most JOURNAL_MAX_DESC: qemu-img 7.2 (Debian 12) refuses to open an
+ * image whose log holds an entry with a second descriptor sector (observed:
+ * "Invalid argument" on an entry of 128 descriptors, replayed by us), so
+ * entries stay within one.
+ */
 uint32_t vhdx_journal_max_sectors(const struct vhdx_image *img)
 {
-	uint32_t n = (uint32_t)(img->log_length / VHDX_LOG_SECTOR_SIZE);
+	uint32_t n = JOURNAL_MAX_DESC;
 
 	while (n && entry_fits(img, n) < 0)
 		n--;
