@@ -393,6 +393,8 @@ void vhdx_parent_free(struct vhdx_image *img);
  */
 void vhdx_merge_guid(const uint8_t linkage[16], const uint8_t dwg[16],
 		     uint8_t out[16]);
+/* Resize the sector bitmap cache to n chunks (resize).  bitmap_lock held. */
+int vhdx_bitmaps_resize_locked(struct vhdx_image *img, uint64_t n);
 /* Read sectors of a PARTIALLY_PRESENT block (bits -> this file/parent). */
 int vhdx_read_partial(struct vhdx_image *img, uint8_t *buf, size_t len,
 		      uint64_t off, uint64_t entry);
@@ -430,6 +432,18 @@ int vhdx_log_replay_to_file(struct vhdx_image *img);
  * flushed by the caller.
  */
 int vhdx_journal_commit(struct vhdx_image *img);
+
+/*
+ * Journal the 4 KiB sector images data[0..n) for the 4 KiB aligned file
+ * offsets off[0..n) in one log entry, and apply them in place.  meta_lock
+ * held; what they refer to must be durable.  -ENOSPC if n sectors do not
+ * fit in one entry (see vhdx_journal_max_sectors); other errors turn the
+ * image read-only.
+ */
+int vhdx_journal_sectors(struct vhdx_image *img, const uint64_t *off,
+			 const uint8_t *const *data, uint32_t n);
+/* The most sectors one entry may hold in this image's log (<= 126). */
+uint32_t vhdx_journal_max_sectors(const struct vhdx_image *img);
 
 /* Clear LogGuid after the last commit (clean close).  meta_lock held. */
 int vhdx_journal_close(struct vhdx_image *img);

@@ -86,15 +86,26 @@ static int log_rotate(struct vhdx_image *img)
 	return 0;
 }
 
-/* Build the entry for sectors[0..n) into buf (n + 1 log sectors). */
-static void build_entry(struct vhdx_image *img, const uint64_t *sectors,
-			uint32_t n, uint8_t *buf)
+/* Log sectors taken by the descriptors of an entry of n data sectors. */
+static uint64_t desc_sectors(uint32_t n)
 {
-	uint32_t len = (n + 1) * VHDX_LOG_SECTOR_SIZE;
+	return ((uint64_t)n + 2 + 127) / 128;
+}
+
+/*
+ * Build the entry for the sector images data[0..n) of the file offsets
+ * off[0..n) into buf (desc_sectors(n) + n log sectors).  The descriptors
+ * follow the entry header contiguously, across descriptor sectors.
+ */
+static void build_entry(struct vhdx_image *img, const uint64_t *off,
+			const uint8_t *const *data, uint32_t n, uint8_t *buf)
+{
+	uint64_t ds = desc_sectors(n);
+	uint32_t len = (uint32_t)((ds + n) * VHDX_LOG_SECTOR_SIZE);
 	uint64_t seq = img->log_seq;
 	uint8_t *h = buf;
 
-	memset(buf, 0, VHDX_LOG_SECTOR_SIZE);
+	memset(buf, 0, ds * VHDX_LOG_SECTOR_SIZE);
 	memcpy(h, VHDX_LOG_ENTRY_SIG, 4);
 	le32_put(h + VHDX_LE_ENTRY_LENGTH, len);
 	le32_put(h + VHDX_LE_TAIL, (uint32_t)img->log_pos);
@@ -105,42 +116,30 @@ static void build_entry(struct vhdx_image *img, const uint64_t *sectors,
 	le64_put(h + VHDX_LE_LAST_FILE_OFFSET, img->alloc_end);
 	for (uint32_t k = 0; k < n; k++) {
 		uint8_t *d = buf + VHDX_LE_HEADER_SIZE + k * VHDX_LOG_DESC_SIZE;
-		uint8_t *ds = buf + (size_t)(k + 1) * VHDX_LOG_SECTOR_SIZE;
-		uint8_t img4k[VHDX_LOG_SECTOR_SIZE];
+		uint8_t *dsec = buf + (ds + k) * VHDX_LOG_SECTOR_SIZE;
+		const uint8_t *img4k = data[k];
 
-		bat_sector_image(img, sectors[k], img4k);
 		memcpy(d, VHDX_LOG_DESC_DATA_SIG, 4);
 		memcpy(d + VHDX_LD_TRAILING, img4k + VHDX_LS_SEQ_LOW, 4);
 		memcpy(d + VHDX_LD_LEADING, img4k, 8);
-		le64_put(d + VHDX_LD_FILE_OFFSET,
-			 img->bat_offset + sectors[k] * VHDX_LOG_SECTOR_SIZE);
+		le64_put(d + VHDX_LD_FILE_OFFSET, off[k]);
 		le64_put(d + VHDX_LD_SEQ, seq);
-		memcpy(ds, VHDX_LOG_DATA_SIG, 4);
-		le32_put(ds + VHDX_LS_SEQ_HIGH, (uint32_t)(seq >> 32));
-		memcpy(ds + VHDX_LS_DATA, img4k + 8, VHDX_LS_DATA_LEN);
-		le32_put(ds + VHDX_LS_SEQ_LOW, (uint32_t)seq);
+		memcpy(dsec, VHDX_LOG_DATA_SIG, 4);
+		le32_put(dsec + VHDX_LS_SEQ_HIGH, (uint32_t)(seq >> 32));
+		memcpy(dsec + VHDX_LS_DATA, img4k + 8, VHDX_LS_DATA_LEN);
+		le32_put(dsec + VHDX_LS_SEQ_LOW, (uint32_t)seq);
 	}
 	le32_put(h + VHDX_LE_CHECKSUM, vhdx_crc32c(buf, len));
 }
 
 /* Write the sector images of a flushed entry to their home locations. */
-static int apply_entry(struct vhdx_image *img, const uint64_t *sectors,
-		       uint32_t n, const uint8_t *buf)
+static int apply_entry(struct vhdx_image *img, const uint64_t *off,
+		       const uint8_t *const *data, uint32_t n)
 {
 	for (uint32_t k = 0; k < n; k++) {
-		const uint8_t *d =
-		    buf + VHDX_LE_HEADER_SIZE + k * VHDX_LOG_DESC_SIZE;
-		const uint8_t *ds =
-		    buf + (size_t)(k + 1) * VHDX_LOG_SECTOR_SIZE;
-		uint8_t img4k[VHDX_LOG_SECTOR_SIZE];
-		int ret;
+		int ret = img->io.pwrite(img->io.opaque, data[k],
+					 VHDX_LOG_SECTOR_SIZE, off[k]);
 
-		memcpy(img4k, d + VHDX_LD_LEADING, 8);
-		memcpy(img4k + 8, ds + VHDX_LS_DATA, VHDX_LS_DATA_LEN);
-		memcpy(img4k + VHDX_LS_SEQ_LOW, d + VHDX_LD_TRAILING, 4);
-		ret = img->io.pwrite(
-		    img->io.opaque, img4k, VHDX_LOG_SECTOR_SIZE,
-		    img->bat_offset + sectors[k] * VHDX_LOG_SECTOR_SIZE);
 		if (ret < 0)
 			return ret;
 	}
@@ -148,15 +147,38 @@ static int apply_entry(struct vhdx_image *img, const uint64_t *sectors,
 	return 0;
 }
 
-/* Journal and apply one entry holding sectors[0..n). */
-static int commit_entry(struct vhdx_image *img, const uint64_t *sectors,
-			uint32_t n, uint8_t *buf)
+/* Room for one entry of n data sectors in the log, or -ENOSPC. */
+static int entry_fits(const struct vhdx_image *img, uint32_t n)
 {
-	uint64_t len = (uint64_t)(n + 1) * VHDX_LOG_SECTOR_SIZE;
+	uint64_t len = (desc_sectors(n) + n) * VHDX_LOG_SECTOR_SIZE;
+
+	return len + VHDX_LOG_TAIL_ROOM > img->log_length ? -ENOSPC : 0;
+}
+
+/*
+ * At most JOURNAL_MAX_DESC: qemu-img 7.2 (Debian 12) refuses to open an
+ * image whose log holds an entry with a second descriptor sector (observed:
+ * "Invalid argument" on an entry of 128 descriptors, replayed by us), so
+ * entries stay within one.
+ */
+uint32_t vhdx_journal_max_sectors(const struct vhdx_image *img)
+{
+	uint32_t n = JOURNAL_MAX_DESC;
+
+	while (n && entry_fits(img, n) < 0)
+		n--;
+	return n;
+}
+
+/* Journal and apply one entry holding data[0..n) for off[0..n). */
+static int commit_entry(struct vhdx_image *img, const uint64_t *off,
+			const uint8_t *const *data, uint32_t n, uint8_t *buf)
+{
+	uint64_t len = (desc_sectors(n) + n) * VHDX_LOG_SECTOR_SIZE;
 	int ret;
 
-	if (len + VHDX_LOG_TAIL_ROOM > img->log_length)
-		return -ENOSPC; /* cannot happen: 1 MiB log, 127 sectors */
+	if (entry_fits(img, n) < 0)
+		return -ENOSPC;
 	/*
 	 * No entry ends in the last VHDX_LOG_TAIL_ROOM bytes of the log.
 	 * QEMU's search for the active sequence (qemu-img 7.2, Debian 12)
@@ -175,13 +197,13 @@ static int commit_entry(struct vhdx_image *img, const uint64_t *sectors,
 	ret = flush_applied(img);
 	if (ret < 0)
 		return ret;
-	build_entry(img, sectors, n, buf);
+	build_entry(img, off, data, n, buf);
 	ret = img->io.pwrite(img->io.opaque, buf, (size_t)len,
 			     img->log_offset + img->log_pos);
 	if (ret == 0)
 		ret = img->io.flush(img->io.opaque);
 	if (ret == 0)
-		ret = apply_entry(img, sectors, n, buf);
+		ret = apply_entry(img, off, data, n);
 	if (ret < 0)
 		return ret;
 	img->log_pos += len;
@@ -202,7 +224,9 @@ static int commit_entry(struct vhdx_image *img, const uint64_t *sectors,
 static int release_tail(struct vhdx_image *img, uint8_t *buf)
 {
 	uint64_t end = vhdx_freemap_tail(img);
-	uint64_t sector0 = 0;
+	uint64_t off0 = img->bat_offset;
+	uint8_t sec0[VHDX_LOG_SECTOR_SIZE];
+	const uint8_t *data0 = sec0;
 	int ret;
 
 	if (end >= img->alloc_end || img->n_dirty || img->trimming ||
@@ -219,7 +243,8 @@ static int release_tail(struct vhdx_image *img, uint8_t *buf)
 	img->alloc_end = end;
 	if (img->flushed_size > end)
 		img->flushed_size = end;
-	ret = commit_entry(img, &sector0, 1, buf);
+	bat_sector_image(img, 0, sec0);
+	ret = commit_entry(img, &off0, &data0, 1, buf);
 	img->trimming = false;
 	if (ret < 0) {
 		vhdx_set_broken(img, ret, "log write");
@@ -231,21 +256,44 @@ static int release_tail(struct vhdx_image *img, uint8_t *buf)
 		ret = img->io.truncate(img->io.opaque, end);
 		if (ret < 0)
 			return ret;
-		img->file_size = end;
+		__atomic_store_n(&img->file_size, end, __ATOMIC_RELEASE);
 	}
 	if (img->eff_size > end)
 		img->eff_size = end;
 	return 0;
 }
 
+int vhdx_journal_sectors(struct vhdx_image *img, const uint64_t *off,
+			 const uint8_t *const *data, uint32_t n)
+{
+	uint8_t *buf;
+	int ret;
+
+	if (img->broken)
+		return img->broken;
+	if (!n)
+		return 0;
+	if (entry_fits(img, n) < 0)
+		return -ENOSPC;
+	buf = malloc((desc_sectors(n) + n) * VHDX_LOG_SECTOR_SIZE);
+	if (!buf)
+		return -ENOMEM;
+	ret = commit_entry(img, off, data, n, buf);
+	if (ret < 0)
+		vhdx_set_broken(img, ret, "log write");
+	free(buf);
+	return ret;
+}
+
 int vhdx_journal_commit(struct vhdx_image *img)
 {
-	uint64_t sectors[JOURNAL_MAX_DESC];
+	uint64_t sectors[JOURNAL_MAX_DESC], offs[JOURNAL_MAX_DESC];
+	const uint8_t *data[JOURNAL_MAX_DESC];
 	uint64_t n_sectors =
 	    (img->bat_length + VHDX_LOG_SECTOR_SIZE - 1) / VHDX_LOG_SECTOR_SIZE;
 	/* places freed before this commit: free once it is durable */
 	size_t n_pend = vhdx_freemap_commit_begin(img);
-	uint8_t *buf;
+	uint8_t *buf, *images;
 	int ret = 0;
 
 	if (img->broken)
@@ -254,17 +302,28 @@ int vhdx_journal_commit(struct vhdx_image *img)
 	    vhdx_freemap_tail(img) >= img->alloc_end)
 		return 0;
 	buf = malloc((JOURNAL_MAX_DESC + 1) * VHDX_LOG_SECTOR_SIZE);
-	if (!buf)
+	images = malloc(JOURNAL_MAX_DESC * VHDX_LOG_SECTOR_SIZE);
+	if (!buf || !images) {
+		free(buf);
+		free(images);
 		return -ENOMEM;
+	}
 	for (uint64_t s = 0; s < n_sectors && img->n_dirty;) {
 		uint32_t n = 0;
 
-		for (; s < n_sectors && n < JOURNAL_MAX_DESC; s++)
-			if (img->dirty[s])
-				sectors[n++] = s;
+		for (; s < n_sectors && n < JOURNAL_MAX_DESC; s++) {
+			if (!img->dirty[s])
+				continue;
+			sectors[n] = s;
+			offs[n] = img->bat_offset + s * VHDX_LOG_SECTOR_SIZE;
+			data[n] = images + (size_t)n * VHDX_LOG_SECTOR_SIZE;
+			bat_sector_image(
+			    img, s, images + (size_t)n * VHDX_LOG_SECTOR_SIZE);
+			n++;
+		}
 		if (!n)
 			continue;
-		ret = commit_entry(img, sectors, n, buf);
+		ret = commit_entry(img, offs, data, n, buf);
 		if (ret < 0) {
 			vhdx_set_broken(img, ret, "log write");
 			break;
@@ -277,6 +336,7 @@ int vhdx_journal_commit(struct vhdx_image *img)
 		vhdx_freemap_durable(img, n_pend);
 		ret = release_tail(img, buf);
 	}
+	free(images);
 	free(buf);
 	return ret;
 }

@@ -163,7 +163,8 @@ int vhdx_close(struct vhdx_image *img)
 
 uint64_t vhdx_virtual_size(const struct vhdx_image *img)
 {
-	return img->g.virtual_size;
+	/* vhdx_resize may change it under concurrent I/O */
+	return __atomic_load_n(&img->g.virtual_size, __ATOMIC_ACQUIRE);
 }
 
 /* A lazy BAT has been counted once every segment is ready. */

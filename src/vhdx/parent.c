@@ -491,6 +491,27 @@ void vhdx_parent_free(struct vhdx_image *img)
 	img->parent_path = NULL;
 }
 
+int vhdx_bitmaps_resize_locked(struct vhdx_image *img, uint64_t n)
+{
+	uint64_t old = img->g.bitmap_blocks;
+	uint8_t **b;
+
+	if (!img->bitmaps || n == old)
+		return 0;
+	b = calloc(n ? n : 1, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	for (uint64_t c = 0; c < old; c++) {
+		if (c < n)
+			b[c] = img->bitmaps[c];
+		else if (img->bitmaps[c] != &no_bitmap)
+			free(img->bitmaps[c]);
+	}
+	free(img->bitmaps);
+	img->bitmaps = b;
+	return 0;
+}
+
 /* ---- reads ---- */
 
 int vhdx_read_parent(struct vhdx_image *img, uint8_t *buf, size_t len,

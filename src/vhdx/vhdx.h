@@ -329,6 +329,31 @@ long vhdx_write(struct vhdx_image *img, const void *buf, size_t len,
 int vhdx_zero(struct vhdx_image *img, uint64_t off, uint64_t len,
 	      unsigned int flags);
 
+/* Flags of vhdx_resize. */
+#define VHDX_RESIZE_ALLOW_DATA_LOSS 0x1u /* shrink even over data */
+#define VHDX_RESIZE_SPARSE	    0x2u /* do not reserve a fixed image's new blocks */
+
+/*
+ * Change the virtual disk size to new_size (a multiple of the logical
+ * sector size, at most 64 TiB), crash-safely: one log entry carries the
+ * BAT, region table and size changes, so a crash leaves the old size or
+ * the new one (fmt §19.4).  Growing: new space reads as zeros (a fixed
+ * image gets new blocks, reserved unless VHDX_RESIZE_SPARSE or
+ * VHDX_OPEN_SPARSE; a differencing image hides a larger parent there);
+ * the BAT grows in place when the space after it is free, else moves to
+ * the end of the file.  Shrinking: refused with -EFBIG (and a message)
+ * when the part cut off holds data or a partition of an MBR or GPT table
+ * ends past new_size, unless VHDX_RESIZE_ALLOW_DATA_LOSS; the cut blocks
+ * become NOT_PRESENT, their space stays in the file.  Renews the
+ * DataWriteGuid (children of the image no longer open).
+ *
+ * A grow is safe with concurrent vhdx_read/vhdx_write/vhdx_zero (readers
+ * see the old or the new size); a shrink must not run with other I/O.
+ * Returns 0, -EINVAL (bad size or flags, reported), -EROFS, -EFBIG or
+ * another -errno (an I/O error turns the image read-only).
+ */
+int vhdx_resize(struct vhdx_image *img, uint64_t new_size, unsigned int flags);
+
 /* Make everything written so far durable (data, BAT, log).  0 or -errno. */
 int vhdx_flush(struct vhdx_image *img);
 

@@ -13,9 +13,10 @@
  * vhdx_flush(), which makes the data and the BAT durable; unmount closes the
  * image, which also marks its log empty.
  *
- * The disk has a fixed size, like a block device: O_TRUNC is ignored (as
- * Linux ignores it for block devices) and changing the size fails with
- * EINVAL.
+ * The disk behaves like a block device: O_TRUNC is ignored (as Linux
+ * ignores it for block devices).  Growing the file (truncate -s, ftruncate)
+ * grows the virtual disk online through vhdx_resize(); shrinking a mounted
+ * disk is refused with EINVAL and logged (vhdxtool resize does it offline).
  *
  * A read-write mount turns read-only when the library does (after a failed
  * flush or metadata write, see vf_note_read_only); the disk file's data
@@ -29,6 +30,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/mount.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -587,7 +589,46 @@ static int vf_is_o_trunc(const struct vf_fs *fs, const struct stat *attr,
 	return fs->wbc && !fi && attr->st_size == 0;
 }
 
-/* The size is fixed; times and modes are not stored (nothing to change). */
+/*
+ * Online grow: the virtual disk takes the new size, crash-safely (one log
+ * entry).  Reads and writes keep running meanwhile: the library publishes
+ * the new BAT before the new size.  A shrink would cut data under whoever
+ * uses the disk (a loop device, a mounted file system): refused.
+ */
+static int vf_resize(struct vf_fs *fs, uint64_t size)
+{
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	uint64_t old;
+	int ret;
+
+	/* one size change at a time: fs->size ends as the image's size */
+	pthread_mutex_lock(&lock);
+	old = fs->size;
+	ret = size < old ? -EINVAL : vhdx_resize(fs->img, size, 0);
+	if (ret == 0)
+		__atomic_store_n(&fs->size, size, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&lock);
+	if (size < old) {
+		vf_log(LOG_WARNING,
+		       "%s: refusing to shrink the mounted disk from %llu to "
+		       "%llu bytes (EINVAL); shrink it unmounted with "
+		       "vhdxtool resize",
+		       fs->image, (unsigned long long)old,
+		       (unsigned long long)size);
+		return -EINVAL;
+	}
+	if (ret < 0) {
+		vf_log(LOG_WARNING,
+		       "%s: growing the disk to %llu bytes failed: %s",
+		       fs->image, (unsigned long long)size, strerror(-ret));
+		return ret;
+	}
+	vf_log(LOG_INFO, "%s: disk grown from %llu to %llu bytes", fs->image,
+	       (unsigned long long)old, (unsigned long long)size);
+	return 0;
+}
+
+/* Times and modes are not stored (nothing to change); the size grows. */
 static void vf_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		       int to_set, struct fuse_file_info *fi)
 {
@@ -596,9 +637,17 @@ static void vf_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	int ret = vf_stat(fs, ino, &st);
 
 	if (!ret && (to_set & FUSE_SET_ATTR_SIZE) &&
-	    (uint64_t)attr->st_size != fs->size && !vf_is_o_trunc(fs, attr, fi))
-		ret =
-		    vf_is_file(fs, ino) && vf_read_only(fs) ? -EROFS : -EINVAL;
+	    (uint64_t)attr->st_size != fs->size &&
+	    !vf_is_o_trunc(fs, attr, fi)) {
+		if (!vf_is_file(fs, ino))
+			ret = -EINVAL;
+		else if (vf_read_only(fs))
+			ret = -EROFS;
+		else
+			ret = vf_resize(fs, (uint64_t)attr->st_size);
+		if (!ret)
+			ret = vf_stat(fs, ino, &st);
+	}
 	if (ret)
 		fuse_reply_err(req, -ret);
 	else

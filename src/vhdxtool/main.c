@@ -23,6 +23,7 @@ static const struct vt_command {
     {"merge", vt_cmd_merge, "fold a differencing image into its parent"},
     {"compact", vt_cmd_compact, "shrink an image file in place"},
     {"map", vt_cmd_map, "show where the virtual disk's data is"},
+    {"resize", vt_cmd_resize, "grow or shrink the virtual disk"},
 };
 
 #define VT_N_COMMANDS (sizeof(vt_commands) / sizeof(vt_commands[0]))

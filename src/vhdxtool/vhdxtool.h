@@ -256,5 +256,6 @@ int vt_cmd_check(int argc, char **argv);
 int vt_cmd_merge(int argc, char **argv);
 int vt_cmd_compact(int argc, char **argv);
 int vt_cmd_map(int argc, char **argv);
+int vt_cmd_resize(int argc, char **argv);
 
 #endif /* VHDXTOOL_H */
