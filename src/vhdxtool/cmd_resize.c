@@ -12,7 +12,7 @@
 
 enum {
 	VT_OPT_ALLOW_LOSS = 0x200,
-	VT_OPT_SPARSE,
+	VT_OPT_RESIZE_SPARSE,
 };
 
 struct vt_resize_cmd {
@@ -64,7 +64,7 @@ static const struct option vt_resize_longopts[] = {
     {"size", required_argument, NULL, 's'},
     {"force", no_argument, NULL, 'f'},
     {"allow-data-loss", no_argument, NULL, VT_OPT_ALLOW_LOSS},
-    {"sparse", no_argument, NULL, VT_OPT_SPARSE},
+    {"sparse", no_argument, NULL, VT_OPT_RESIZE_SPARSE},
     {"quiet", no_argument, NULL, 'q'},
     {"verbose", no_argument, NULL, 'v'},
     {"help", no_argument, NULL, 'h'},
@@ -87,7 +87,7 @@ static int vt_resize_parse(int argc, char **argv, struct vt_resize_cmd *c)
 		case VT_OPT_ALLOW_LOSS:
 			c->flags |= VHDX_RESIZE_ALLOW_DATA_LOSS;
 			break;
-		case VT_OPT_SPARSE:
+		case VT_OPT_RESIZE_SPARSE:
 			c->flags |= VHDX_RESIZE_SPARSE;
 			break;
 		case 'q':
