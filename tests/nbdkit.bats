@@ -196,18 +196,6 @@ for s, e in out:
 		$((18 * 32 * MiB)) ]
 }
 
-@test "nbdinfo --map of a differencing chain: the union of the levels' blocks" {
-	local j
-	dl_build_chain 512
-	nbd_run -r "$PLUGIN" file="$T/c/l2.vhdx" -- 'nbdinfo --map --json "$uri"'
-	assert_success
-	j=$output
-	assert_equal "$(map_data_ranges "$j")" \
-		"$(bat_data_ranges "$T/c/l0.vhdx" "$T/c/l1.vhdx" "$T/c/l2.vhdx")"
-	# the parents' blocks count: the child's own are not all of it
-	[ "$(bat_data_ranges "$T/c/l2.vhdx")" != "$(map_data_ranges "$j")" ]
-}
-
 # ------------------------------------------------------ reading: nbdcopy
 
 @test "nbdcopy = FUSE mount = qemu: dynamic and fixed images" {
@@ -223,8 +211,8 @@ for s, e in out:
 	done
 }
 
-@test "nbdcopy = FUSE mount = reference: differencing chains, 512 and 4096-byte sectors" {
-	local lss
+@test "differencing chains, 512 and 4096-byte sectors: nbdcopy = FUSE mount = reference; the map" {
+	local lss j
 	for lss in 512 4096; do
 		rm -rf "$T/c" "$T"/ref*
 		dl_build_chain "$lss"
@@ -232,6 +220,17 @@ for s, e in out:
 			"$(mount_sha "$T/c/l2.vhdx")"
 		assert_equal "$(nbd_sha "$T/c/l2.vhdx" -r)" "$(sha256 "$T/ref2")"
 		assert_equal "$(nbd_sha "$T/c/l1.vhdx" -r)" "$(sha256 "$T/ref1")"
+		# the map: the union of the blocks of the three levels
+		nbd_run -r "$PLUGIN" file="$T/c/l2.vhdx" -- \
+			'nbdinfo --map --json "$uri"'
+		assert_success
+		j=$output
+		assert_equal "$(map_data_ranges "$j")" \
+			"$(bat_data_ranges "$T/c/l0.vhdx" "$T/c/l1.vhdx" \
+				"$T/c/l2.vhdx")"
+		# the parents' blocks count: the child's own are not all of it
+		[ "$(bat_data_ranges "$T/c/l2.vhdx")" != \
+			"$(map_data_ranges "$j")" ]
 	done
 }
 
@@ -265,10 +264,6 @@ dirty_corpus() {
 	# qemu itself refuses to read it without writing it
 	run qemu-img convert -f vhdx -O raw "$img" "$T/q.raw"
 	assert_failure
-	assert_equal "$(nbd_sha "$img" -r)" "$want"
-	assert_equal "$(fast_sha256 "$img")" "$before"
-	# read-only means the file is never written: its permissions agree
-	chmod 0444 "$img"
 	assert_equal "$(nbd_sha "$img" -r)" "$want"
 	assert_equal "$(fast_sha256 "$img")" "$before"
 }

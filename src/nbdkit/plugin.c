@@ -64,15 +64,20 @@ static int vn_chain_len;
 /* A connection only needs to remember whether it may write. */
 static int vn_handle_ro = 1, vn_handle_rw = 0;
 
+/* library errors seen: vn_open_image adds a reason only if none came */
+static int vn_nerr;
+
 static void vn_msg(void *opaque, enum vhdx_msg_level level, const char *msg)
 {
 	(void)opaque;
-	if (level <= VHDX_MSG_ERR)
+	if (level <= VHDX_MSG_ERR) {
+		__atomic_add_fetch(&vn_nerr, 1, __ATOMIC_RELAXED);
 		nbdkit_error("%s: %s", vn_file, msg);
-	else if (level == VHDX_MSG_WARNING)
+	} else if (level == VHDX_MSG_WARNING) {
 		nbdkit_error("%s: warning: %s", vn_file, msg);
-	else
+	} else {
 		nbdkit_debug("%s: %s", vn_file, msg);
+	}
 }
 
 static void vn_unload(void)
@@ -162,7 +167,7 @@ static int vn_open_image(int ro)
 	    .parent_path = vn_parent,
 	};
 	struct stat st;
-	int ret;
+	int ret, nerr = __atomic_load_n(&vn_nerr, __ATOMIC_RELAXED);
 
 	/* stat first: open(2) of a FIFO would block */
 	if (stat(vn_file, &st) == 0 && !S_ISREG(st.st_mode)) {
@@ -192,8 +197,9 @@ static int vn_open_image(int ro)
 	ret = vhdx_open(&vn_img, &vn_io, &o);
 	if (ret) {
 		vn_img = NULL;
-		nbdkit_error("%s: cannot open the image: %s", vn_file,
-			     strerror(-ret));
+		if (__atomic_load_n(&vn_nerr, __ATOMIC_RELAXED) == nerr)
+			nbdkit_error("%s: cannot open the image: %s", vn_file,
+				     strerror(-ret));
 		goto fail;
 	}
 	vn_img_ro = ro;
