@@ -2,7 +2,8 @@
 # bench/nbd-convert.sh - qemu-img convert from NBD: nbdkit-vhdx-plugin
 # against qemu-nbd serving the same VHDX image.
 #
-# Usage: bench/nbd-convert.sh [ROUNDS [WORKDIR]]   (default 5, /var/tmp/vhdxfuse-bench-nbd)
+# Usage: bench/nbd-convert.sh [ROUNDS [WORKDIR [SERVERS]]]
+#   defaults: 5, /var/tmp/vhdxfuse-bench-nbd, "nbdkit qemu-nbd"
 #
 # The image: 64 GiB virtual disk (vhdxtool create, 32 MiB blocks) holding
 # 1 GiB of random data in 256 pieces of 4 MiB scattered over the disk
@@ -12,7 +13,8 @@
 # copies the disk out (the output is sparse: qemu-img skips what the server
 # reports as holes and does not write zeros).  The copies are compared
 # with qemu-img compare.  Prints every round and the median, minimum and
-# maximum per server, and the ratio of the medians.
+# maximum per server, and the ratio of the medians.  SERVERS may name only
+# one of them.
 #
 # Page cache: not dropped (the machine is shared); the image (~1 GiB) is
 # read once before the first round, so both servers read it from memory.
@@ -22,6 +24,7 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 rounds=${1:-5}
 work=${2:-/var/tmp/vhdxfuse-bench-nbd}
+servers=${3:-nbdkit qemu-nbd}
 plugin=$top/nbdkit-vhdx-plugin.so
 vhdxtool=$top/vhdxtool
 out=/dev/shm/vhdxfuse-bench-nbd-out.raw
@@ -109,34 +112,36 @@ stats() { # median min max of the arguments
 		      printf "%.2f %.2f %.2f\n", m, v[1], v[NR] }'
 }
 
+declare -A med=()
 make_image
 cat "$img" >/dev/null
 echo "machine: $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)," \
 	"$(nbdkit --version), $(qemu-nbd --version | head -1)," \
 	"git $(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo '?')"
-ours=()
-theirs=()
+declare -A times=()
+order=($servers)
 for r in $(seq "$rounds"); do
-	if [ $((r % 2)) -eq 1 ]; then
-		one nbdkit
-		ours+=("$secs")
+	line="round $r:"
+	for name in "${order[@]}"; do
+		one "$name"
+		times[$name]+=" $secs"
+		line+=" $name $secs s,"
 		[ -f "$out.ref" ] || cp --sparse=always "$out" "$out.ref"
-		one qemu-nbd
-		theirs+=("$secs")
-	else
-		one qemu-nbd
-		theirs+=("$secs")
-		one nbdkit
-		ours+=("$secs")
-	fi
-	printf 'round %d: nbdkit-vhdx-plugin %s s, qemu-nbd %s s (load %s)\n' \
-		"$r" "${ours[-1]}" "${theirs[-1]}" "$(cut -d' ' -f1 /proc/loadavg)"
+		# both servers gave the same disk
+		qemu-img compare -q -f raw -F raw "$out" "$out.ref" ||
+			{ echo "$name: the copy differs" >&2; exit 1; }
+	done
+	echo "$line load $(cut -d' ' -f1 /proc/loadavg)"
+	# alternate which server goes first
+	order=("${order[@]:1}" "${order[0]}")
 done
-# both servers gave the same disk
-qemu-img compare -q -f raw -F raw "$out" "$out.ref" ||
-	{ echo "the two copies differ" >&2; exit 1; }
-read -r om omin omax < <(stats "${ours[@]}")
-read -r tm tmin tmax < <(stats "${theirs[@]}")
-echo "nbdkit-vhdx-plugin: median $om s (min $omin, max $omax)"
-echo "qemu-nbd:           median $tm s (min $tmin, max $tmax)"
-awk -v a="$tm" -v b="$om" 'BEGIN { printf "qemu-nbd / plugin: %.1fx\n", a / b }'
+for name in $servers; do
+	# shellcheck disable=SC2086
+	read -r m lo hi < <(stats ${times[$name]})
+	med[$name]=$m
+	printf '%-10s median %s s (min %s, max %s)\n' "$name" "$m" "$lo" "$hi"
+done
+if [ -n "${med[nbdkit]:-}" ] && [ -n "${med[qemu-nbd]:-}" ]; then
+	awk -v a="${med[qemu-nbd]}" -v b="${med[nbdkit]}" \
+		'BEGIN { printf "qemu-nbd / nbdkit-vhdx-plugin: %.1fx\n", a / b }'
+fi
