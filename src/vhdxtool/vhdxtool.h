@@ -103,7 +103,7 @@ struct vt_create_args {
 	"(default 1M)\n"                                                       \
 	"      --creator TEXT         the creator string of the file\n"        \
 	"                             identifier (UTF-8, at most 255 UTF-16\n" \
-	"                             units; default \"vhdxfuse VERSION\")\n" \
+	"                             units; default \"vhdxfuse VERSION\")\n"  \
 	"      --sparse               leave the file's unused space as "       \
 	"holes\n"                                                              \
 	"                             (default: allocated, no holes, so "      \
