@@ -180,9 +180,10 @@ static int check_shrink(struct vhdx_image *img, uint64_t new_size)
 
 /*
  * Are the 1 MiB units of [start, start + len) unused: no header section,
- * log or region there, and no block the BAT (old or new) points to?
- * TEMPORARY: a private scan until the free-space map (freemap.c) exists;
- * replace it by the map's query then.
+ * log or region there, no block the BAT (old or new) points to, and, in a
+ * read-write session, free in the free-space map (freemap.c), which also
+ * keeps places whose freeing is not durable yet?  The scan covers what the
+ * map does not: the new BAT's entries, and the file past alloc_end.
  */
 static bool units_unused(struct resize *r, uint64_t start, uint64_t len)
 {
@@ -209,6 +210,11 @@ static bool units_unused(struct resize *r, uint64_t start, uint64_t len)
 				return false;
 		}
 	}
+	if (img->fm && start < img->alloc_end)
+		return vhdx_freemap_is_free(img, start,
+					    len < img->alloc_end - start
+						? len
+						: img->alloc_end - start);
 	return true;
 }
 
@@ -233,7 +239,7 @@ static int alloc_fixed(struct resize *r, uint64_t *entry)
 	if (ret < 0)
 		return ret;
 	img->alloc_end = end;
-	img->file_size = end;
+	__atomic_store_n(&img->file_size, end, __ATOMIC_RELEASE);
 	*entry = off | VHDX_BLOCK_FULLY_PRESENT;
 	return 0;
 }
@@ -249,7 +255,7 @@ static int cover(struct vhdx_image *img, uint64_t end)
 	if (ret < 0)
 		return ret;
 	img->alloc_end = end;
-	img->file_size = end;
+	__atomic_store_n(&img->file_size, end, __ATOMIC_RELEASE);
 	return 0;
 }
 
@@ -631,6 +637,9 @@ static int place_bat(struct resize *r, uint64_t first_idx)
 		if (r->n + (need != img->bat_length ? 32 : 0) <= max) {
 			if (need == img->bat_length)
 				return 0;
+			/* the BAT's new units are no longer free places */
+			vhdx_freemap_use(img, img->bat_offset + img->bat_length,
+					 need - img->bat_length);
 			ret = cover(img, img->bat_offset + need);
 			if (ret == 0)
 				ret = write_unlinked_bat(r, img->bat_length,

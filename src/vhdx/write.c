@@ -149,7 +149,7 @@ static int prepare_free_place(struct vhdx_image *img, uint64_t off,
 		ret = img->io.truncate(img->io.opaque, end);
 		if (ret < 0)
 			return ret;
-		img->file_size = end;
+		__atomic_store_n(&img->file_size, end, __ATOMIC_RELEASE);
 	}
 	ret = zero_file(img, off, end - off, sparse);
 	if (ret == 0 && !sparse)
