@@ -220,16 +220,20 @@ static bool units_unused(struct resize *r, uint64_t start, uint64_t len)
 
 /* ---- the new BAT ---- */
 
-/* Give new block pb of a fixed image its space at the end of the file. */
-static int alloc_fixed(struct resize *r, uint64_t *entry)
+/*
+ * Give n new blocks their space at the end of the file, in one piece (one
+ * reservation, one truncate); *first is the entry of the first one.
+ */
+static int alloc_blocks(struct resize *r, uint64_t n, uint64_t *first)
 {
 	struct vhdx_image *img = r->img;
 	uint64_t off = img->alloc_end;
-	uint64_t end = off + img->g.block_size;
+	uint64_t end;
 	int ret;
 
-	if (end > VHDX_MAX_OFF)
+	if (n > (VHDX_MAX_OFF - off) / img->g.block_size)
 		return -EFBIG;
+	end = off + n * img->g.block_size;
 	if (img->io.allocate && !r->sparse) {
 		ret = img->io.allocate(img->io.opaque, off, end - off);
 		if (ret < 0)
@@ -240,8 +244,14 @@ static int alloc_fixed(struct resize *r, uint64_t *entry)
 		return ret;
 	img->alloc_end = end;
 	__atomic_store_n(&img->file_size, end, __ATOMIC_RELEASE);
-	*entry = off | VHDX_BLOCK_FULLY_PRESENT;
+	*first = off | VHDX_BLOCK_FULLY_PRESENT;
 	return 0;
+}
+
+/* Give one new block its space at the end of the file. */
+static int alloc_fixed(struct resize *r, uint64_t *entry)
+{
+	return alloc_blocks(r, 1, entry);
 }
 
 /* Extend the file to end if it ends before. */
@@ -398,14 +408,21 @@ static int build_bat(struct resize *r)
 	if (ng->virtual_size > img->g.virtual_size &&
 	    (ret = clear_old_tail(r)) < 0)
 		return ret;
+	if (fixed && ng->payload_blocks > old_n) {
+		uint64_t e;
+
+		ret = alloc_blocks(r, ng->payload_blocks - old_n, &e);
+		if (ret < 0)
+			return ret;
+		for (uint64_t pb = old_n; pb < ng->payload_blocks; pb++)
+			r->nb[vhdx_bat_payload_index(ng, pb)] =
+			    e + (pb - old_n) * ng->block_size;
+		return 0;
+	}
 	for (uint64_t pb = old_n; pb < ng->payload_blocks; pb++) {
 		uint64_t idx = vhdx_bat_payload_index(ng, pb);
 
-		if (fixed) {
-			ret = alloc_fixed(r, &r->nb[idx]);
-			if (ret < 0)
-				return ret;
-		} else if (pb * ng->block_size < psize) {
+		if (pb * ng->block_size < psize) {
 			r->nb[idx] = VHDX_BLOCK_ZERO; /* hide the parent */
 		}
 	}

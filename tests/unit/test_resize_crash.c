@@ -15,7 +15,9 @@
  *
  * Scenarios: dynamic and fixed, 1 MiB and 32 MiB blocks, 512 and 4096
  * sectors, grows that stay in the BAT region, grow it in place or move it,
- * cross a chunk boundary, and shrinks (forced over data, and over zeros).
+ * cross a chunk boundary, and shrinks (forced over data, and over zeros);
+ * two sessions also write before the resize without flushing: those bytes
+ * may read old or new in a crash state, new once the record is complete.
  *
  *   test_resize_crash [--states-per-point N] [--seed N] [-v]
  */
@@ -86,28 +88,35 @@ struct scenario {
 	uint64_t data_len; /* pattern written from 0 (flushed before) */
 	unsigned int flags;
 	unsigned int variants; /* states per crash point, 0: per_point */
+	/* written in the recorded session before the resize, not flushed */
+	uint64_t pend_off, pend_len;
 };
 
 static const struct scenario scenarios[] = {
     {"dynamic 1M/512 grow in the region, partial last block", VHDX_TYPE_DYNAMIC,
-     MiB, 512, 5 * MiB + 1536, 9 * MiB + 512, 5 * MiB + 1536, 0, 0},
+     MiB, 512, 5 * MiB + 1536, 9 * MiB + 512, 5 * MiB + 1536, 0, 0, 0, 0},
     {"dynamic 1M/512 grow across the 4 GiB chunk boundary", VHDX_TYPE_DYNAMIC,
-     MiB, 512, 4 * GiB - 3 * MiB - 512, 4 * GiB + 2 * MiB, 2 * MiB, 0, 0},
+     MiB, 512, 4 * GiB - 3 * MiB - 512, 4 * GiB + 2 * MiB, 2 * MiB, 0, 0, 0, 0},
     {"dynamic 1M/512 grow that moves the BAT", VHDX_TYPE_DYNAMIC, MiB, 512,
-     8 * MiB, 130 * GiB, 3 * MiB, 0, 0},
+     8 * MiB, 130 * GiB, 3 * MiB, 0, 0, 0, 0},
+    {"dynamic 1M/512 grow with unflushed writes before it (a new block)",
+     VHDX_TYPE_DYNAMIC, MiB, 512, 5 * MiB + 1536, 9 * MiB + 512, 2 * MiB, 0, 0,
+     3 * MiB + 4096, 65536},
+    {"fixed 1M/512 shrink with unflushed writes before it", VHDX_TYPE_FIXED,
+     MiB, 512, 9 * MiB, 4 * MiB, 4 * MiB, 0, 0, MiB - 512, 8192},
     {"dynamic 32M/4096 grow", VHDX_TYPE_DYNAMIC, 32 * MiB, 4096,
-     40 * MiB + 4096, 100 * MiB, 3 * MiB, 0, 0},
+     40 * MiB + 4096, 100 * MiB, 3 * MiB, 0, 0, 0, 0},
     {"fixed 1M/512 grow, new blocks allocated", VHDX_TYPE_FIXED, MiB, 512,
-     6 * MiB + 3584, 11 * MiB, 6 * MiB + 3584, VHDX_RESIZE_SPARSE, 0},
+     6 * MiB + 3584, 11 * MiB, 6 * MiB + 3584, VHDX_RESIZE_SPARSE, 0, 0, 0},
     {"fixed 1M/512 grow changing 140 BAT sectors: the BAT moves",
      VHDX_TYPE_FIXED, MiB, 512, 8 * MiB, 70 * GiB, 4 * MiB, VHDX_RESIZE_SPARSE,
-     1},
+     1, 0, 0},
     {"fixed 1M/4096 grow", VHDX_TYPE_FIXED, MiB, 4096, 3 * MiB + 8192, 7 * MiB,
-     3 * MiB + 8192, VHDX_RESIZE_SPARSE, 0},
+     3 * MiB + 8192, VHDX_RESIZE_SPARSE, 0, 0, 0},
     {"dynamic 1M/512 shrink over data, forced", VHDX_TYPE_DYNAMIC, MiB, 512,
-     9 * MiB, 3 * MiB + 512, 9 * MiB, VHDX_RESIZE_ALLOW_DATA_LOSS, 0},
+     9 * MiB, 3 * MiB + 512, 9 * MiB, VHDX_RESIZE_ALLOW_DATA_LOSS, 0, 0, 0},
     {"fixed 1M/512 shrink over zeros", VHDX_TYPE_FIXED, MiB, 512, 9 * MiB,
-     4 * MiB, 4 * MiB, 0, 0},
+     4 * MiB, 4 * MiB, 0, 0, 0, 0},
 };
 
 #define N_SCEN (sizeof(scenarios) / sizeof(scenarios[0]))
@@ -186,6 +195,15 @@ static void stale_tail(struct mem_io *m, const struct scenario *s)
 	vhdx_close(img);
 }
 
+/* The pending writes of the current scenario; new only: state complete. */
+static uint64_t pend_off, pend_len;
+static bool pend_must_be_new;
+
+static uint8_t pend_byte(uint64_t v)
+{
+	return pat_byte(v) ^ 0xff;
+}
+
 /* Where the checks read: the pattern and around every size boundary. */
 static int check_range(struct vhdx_image *img, uint64_t off, uint64_t len,
 		       uint64_t data_len, uint64_t zero_from, char *why)
@@ -210,6 +228,18 @@ static int check_range(struct vhdx_image *img, uint64_t off, uint64_t len,
 		uint64_t v = off + i;
 		uint8_t want = v < data_len && v < zero_from ? pat_byte(v) : 0;
 
+		if (v >= pend_off && v - pend_off < pend_len) {
+			/* before the resize, unflushed: old or new */
+			if (buf[i] == pend_byte(v) ||
+			    (!pend_must_be_new && buf[i] == want))
+				continue;
+			sprintf(why,
+				"byte %" PRIu64 " (written before the resize) "
+				"is 0x%02x",
+				v, buf[i]);
+			free(buf);
+			return -1;
+		}
 		if (v >= data_len && v < zero_from)
 			continue; /* never written: anything the format allows */
 		if (buf[i] != want) {
@@ -378,7 +408,19 @@ static int run_scenario(const struct scenario *s, unsigned long *states,
 	}
 	rec = rec_io_new(live);
 	rec_io_ops(&io, rec);
+	pend_off = s->pend_off;
+	pend_len = s->pend_len;
 	ret = vhdx_open(&img, &io, &oo);
+	if (ret == 0 && s->pend_len) {
+		uint8_t *p = xmalloc(s->pend_len);
+
+		for (uint64_t i = 0; i < s->pend_len; i++)
+			p[i] = pend_byte(s->pend_off + i);
+		if (vhdx_write(img, p, s->pend_len, s->pend_off) !=
+		    (long)s->pend_len)
+			ret = -EIO;
+		free(p);
+	}
 	if (ret == 0)
 		ret = vhdx_resize(img, s->new_size, s->flags);
 	if (ret == 0)
@@ -403,6 +445,7 @@ static int run_scenario(const struct scenario *s, unsigned long *states,
 			uint64_t size1;
 
 			build(cow, rec, point, v);
+			pend_must_be_new = point == n;
 			cow_io_ops(&cio, cow);
 			(*states)++;
 			why[0] = 0;
