@@ -132,7 +132,7 @@ static bool continues(const struct vhdx_extent_info *x,
 int vhdx_query(struct vhdx_image *img, uint64_t off, uint64_t len,
 	       struct vhdx_extent_info *x)
 {
-	uint64_t vsize = img->g.virtual_size;
+	uint64_t vsize = vhdx_virtual_size(img);
 	int ret;
 
 	if (off >= vsize || !len)

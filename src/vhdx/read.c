@@ -96,7 +96,7 @@ int vhdx_file_read(struct vhdx_image *img, void *buf, size_t len, uint64_t off)
 
 long vhdx_read(struct vhdx_image *img, void *buf, size_t len, uint64_t off)
 {
-	uint64_t vsize = img->g.virtual_size;
+	uint64_t vsize = vhdx_virtual_size(img);
 	uint8_t *p = buf;
 	size_t done = 0;
 
@@ -126,7 +126,7 @@ long vhdx_read(struct vhdx_image *img, void *buf, size_t len, uint64_t off)
 int vhdx_map(struct vhdx_image *img, uint64_t off, uint64_t len,
 	     struct vhdx_mapping *m)
 {
-	uint64_t vsize = img->g.virtual_size, bs = img->g.block_size;
+	uint64_t vsize = vhdx_virtual_size(img), bs = img->g.block_size;
 	struct vhdx_extent_info x;
 	uint64_t size = vhdx_known_size(img);
 

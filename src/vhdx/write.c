@@ -251,7 +251,7 @@ static int write_in_block(struct vhdx_image *img, const uint8_t *buf,
 long vhdx_write(struct vhdx_image *img, const void *buf, size_t len,
 		uint64_t off)
 {
-	uint64_t vsize = img->g.virtual_size;
+	uint64_t vsize = vhdx_virtual_size(img);
 	const uint8_t *p = buf;
 	size_t done = 0;
 	int ret;
@@ -417,7 +417,7 @@ static int zero_in_block(struct vhdx_image *img, uint64_t off, uint64_t len,
 int vhdx_zero(struct vhdx_image *img, uint64_t off, uint64_t len,
 	      unsigned int flags)
 {
-	uint64_t vsize = img->g.virtual_size;
+	uint64_t vsize = vhdx_virtual_size(img);
 	int ret;
 
 	if (flags & ~VHDX_ZERO_UNMAP)
