@@ -75,17 +75,11 @@ static bool all_zero(const uint8_t *p, size_t n)
  */
 static bool reads_as_zero(const struct vhdx_image *img, uint64_t e)
 {
-	switch (e & VHDX_BAT_STATE_MASK) {
-	case VHDX_BLOCK_NOT_PRESENT:
+	unsigned int state = e & VHDX_BAT_STATE_MASK;
+
+	if (state == VHDX_BLOCK_NOT_PRESENT)
 		return !img->parent;
-	case VHDX_BLOCK_UNDEFINED:
-	case VHDX_BLOCK_ZERO:
-	case VHDX_BLOCK_UNMAPPED:
-	case VHDX_BLOCK_UNMAPPED_V095:
-		return true;
-	default:
-		return false;
-	}
+	return vhdx_state_reads_zero(state);
 }
 
 /*
