@@ -52,15 +52,6 @@ static int vn_fd = -1;
 static int vn_conns; /* connections open */
 static struct vhdx_io vn_io;
 
-/*
- * Block size of each image of the chain, child first, for extents (cached
- * at open: the chain does not change while the image is open).
- */
-#define VN_MAX_CHAIN 64
-static struct vhdx_image *vn_chain[VN_MAX_CHAIN];
-static uint32_t vn_chain_bs[VN_MAX_CHAIN];
-static int vn_chain_len;
-
 /* A connection only needs to remember whether it may write. */
 static int vn_handle_ro = 1, vn_handle_rw = 0;
 
@@ -144,7 +135,6 @@ static void vn_close_image(void)
 		nbdkit_error("%s: closing the image: %s", vn_file,
 			     strerror(-ret));
 	vn_img = NULL;
-	vn_chain_len = 0;
 	fcntl(vn_fd, F_OFD_SETLK, &fl);
 	close(vn_fd);
 	vn_fd = -1;
@@ -203,14 +193,6 @@ static int vn_open_image(int ro)
 		goto fail;
 	}
 	vn_img_ro = ro;
-	for (struct vhdx_image *i = vn_img; i && vn_chain_len < VN_MAX_CHAIN;
-	     i = vhdx_parent(i)) {
-		struct vhdx_info info;
-
-		vhdx_get_info(i, &info);
-		vn_chain[vn_chain_len] = i;
-		vn_chain_bs[vn_chain_len++] = info.block_size;
-	}
 	nbdkit_debug("%s: opened %s", vn_file, ro ? "read-only" : "read-write");
 	return 0;
 fail:
@@ -346,41 +328,21 @@ static int vn_zero(void *handle, uint32_t count, uint64_t off, uint32_t flags)
 }
 
 /*
- * The extent type of the run at off (at most len bytes): vhdx_map, and
- * where a differencing image has no block of its own (NOT_PRESENT), the
- * same question to its parent, down the chain.  Anything vhdx_map cannot
- * describe (a partially present block, data under the replayed log) is
- * reported as data, which is always correct.
+ * The extent type of the run at off (at most len bytes), from the library's
+ * block query: through the parent chain, with the sector bitmaps of
+ * partially present blocks.
  */
 static int vn_extent(uint64_t off, uint64_t len, uint64_t *run, uint32_t *type)
 {
-	struct vhdx_mapping m;
-	int ret;
+	struct vhdx_extent_info x;
+	int ret = vhdx_query(vn_img, off, len, &x);
 
-	*type = 0;
-	for (int lvl = 0; lvl < vn_chain_len; lvl++) {
-		uint64_t bs = vn_chain_bs[lvl], left = bs - off % bs;
-		int last = lvl + 1 == vn_chain_len;
-
-		ret = vhdx_map(vn_chain[lvl], off, len, &m);
-		if (ret)
-			return ret;
-		if (len > m.length)
-			len = m.length;
-		if (m.kind == VHDX_MAP_ZERO) {
-			*type = NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO;
-			break;
-		}
-		if (m.kind == VHDX_MAP_FILE || last)
-			break;
-		/* one block at a time: the next one may differ */
-		if (len > left)
-			len = left;
-		if (vhdx_block_state(vn_chain[lvl], off / bs) !=
-		    VHDX_BLOCK_NOT_PRESENT)
-			break;
-	}
-	*run = len;
+	if (ret)
+		return ret;
+	*run = x.length;
+	*type = x.source == VHDX_SOURCE_ZERO
+		    ? NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO
+		    : 0;
 	return 0;
 }
 
