@@ -214,6 +214,14 @@ dwg() {
 		"$again more of a rerun), merge takes ${dur} ms" >&3
 	# most kills must have hit a merge in progress
 	[ "$mid" -ge $((kills / 2)) ]
+	# the sibling cannot be forced into the merged parent either, and
+	# the parent is left alone
+	local before
+	before=$(sha256 "$T/p0.vhdx")
+	run "$VHDXTOOL" merge --resume "$T/s0.vhdx"
+	assert_failure 4
+	assert_output --partial "merged, with another differencing image"
+	assert_equal "$(sha256 "$T/p0.vhdx")" "$before"
 	# the last parent, read through a read-only mount: the child's view
 	assert_equal "$(dl_exposed_sha_p "$T/p0.vhdx")" "$(cat "$P/want")"
 }

@@ -395,6 +395,10 @@ void vhdx_merge_guid(const uint8_t linkage[16], const uint8_t dwg[16],
 		     uint8_t out[16]);
 /* Resize the sector bitmap cache to n chunks (resize).  bitmap_lock held. */
 int vhdx_bitmaps_resize_locked(struct vhdx_image *img, uint64_t n);
+/* Whether a DataWriteGuid carries the tag vhdx_merge_guid puts in it. */
+bool vhdx_is_merge_guid(const uint8_t g[16]);
+#define VHDX_MERGE_TAG0 0x6d /* 'm' */
+#define VHDX_MERGE_TAG1 0x67 /* 'g' */
 /* Read sectors of a PARTIALLY_PRESENT block (bits -> this file/parent). */
 int vhdx_read_partial(struct vhdx_image *img, uint8_t *buf, size_t len,
 		      uint64_t off, uint64_t entry);

@@ -17,7 +17,9 @@
  * the parent sees a changed DataWriteGuid from the first header update on,
  * before any data is written, as after any change of the parent.  The
  * derived value is unique in practice like a random GUID (it hashes two
- * random GUIDs into 128 bits) and marked as a version 4 GUID.
+ * random GUIDs into 106 bits), marked as a version 4 GUID, and its last two
+ * bytes are a tag: a parent so marked is (being) merged with some child,
+ * and merge --resume refuses to force another child into it.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -86,6 +88,14 @@ void vhdx_merge_guid(const uint8_t linkage[16], const uint8_t dwg[16],
 	/* version 4 (high nibble of Data3, stored little-endian), variant */
 	out[7] = (uint8_t)((out[7] & 0x0f) | 0x40);
 	out[8] = (uint8_t)((out[8] & 0x3f) | 0x80);
+	/* a tag: "a merge set this", to tell which parent a merge changed */
+	out[14] = VHDX_MERGE_TAG0;
+	out[15] = VHDX_MERGE_TAG1;
+}
+
+bool vhdx_is_merge_guid(const uint8_t g[16])
+{
+	return g[14] == VHDX_MERGE_TAG0 && g[15] == VHDX_MERGE_TAG1;
 }
 
 int vhdx_parent_match(const struct vhdx_image *child)

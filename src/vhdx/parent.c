@@ -370,10 +370,19 @@ static int try_candidate(struct vhdx_image *img, const struct locator *l,
 	if (!linkage_ok(l, p->data_write_guid)) {
 		bool merging = merge_guid_ok(img, l, p->data_write_guid);
 
+		bool other = !merging && vhdx_is_merge_guid(p->data_write_guid);
+
 		if (merging && (img->flags & VHDX_OPEN_MERGE_RESUME)) {
 			img->parent_match = VHDX_PARENT_MERGING;
-		} else if (img->flags & VHDX_OPEN_ANY_LINKAGE) {
+		} else if ((img->flags & VHDX_OPEN_ANY_LINKAGE) && !other) {
 			img->parent_match = VHDX_PARENT_FORCED;
+		} else if (other) {
+			snprintf(reason, rlen,
+				 "linkage mismatch: it is being merged, or "
+				 "was merged, with another differencing image "
+				 "('vhdxtool merge'); this one is stale");
+			ret = -ESTALE;
+			goto fail;
 		} else {
 			vhdx_guid_to_str(p->data_write_guid, gs);
 			if (merging)

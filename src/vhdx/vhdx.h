@@ -170,7 +170,8 @@ typedef void (*vhdx_msg_fn)(void *opaque, enum vhdx_msg_level level,
  * The same for a parent whatever its DataWriteGuid, for finishing a merge
  * that an older vhdxtool left with an unrelated one.  The caller vouches
  * that nothing but a merge of this image changed the parent since the
- * image was made; the library cannot tell.
+ * image was made; the library cannot tell.  Still refused: a parent whose
+ * DataWriteGuid says that a merge of another image set it.
  */
 #define VHDX_OPEN_ANY_LINKAGE 0x200u
 
