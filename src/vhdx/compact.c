@@ -259,6 +259,11 @@ static int move_blocks(struct compact *c)
 	for (size_t k = 0; k < n && ret == 0; k++) {
 		uint64_t dst;
 
+		if (c->o && c->o->stop && *c->o->stop) {
+			ret = -EINTR; /* the moves so far are flushed below */
+			break;
+		}
+
 		pthread_mutex_lock(&img->meta_lock);
 		dst = vhdx_freemap_find(img, v[k].len, v[k].off);
 		if (dst)
@@ -306,8 +311,12 @@ static int move_blocks(struct compact *c)
 		}
 	}
 	free(v);
-	if (ret == 0)
-		ret = vhdx_flush(img);
+	if (ret == 0 || ret == -EINTR) {
+		int r2 = vhdx_flush(img);
+
+		if (r2 < 0)
+			ret = r2;
+	}
 	return ret;
 }
 
@@ -356,7 +365,7 @@ int vhdx_compact(struct vhdx_image *img, const struct vhdx_compact_opts *o,
 	pthread_mutex_lock(&img->meta_lock);
 	vhdx_freemap_stats(img, &r->free_bytes, &reused);
 	pthread_mutex_unlock(&img->meta_lock);
-	if (ret < 0)
+	if (ret < 0 && ret != -EINTR)
 		vhdx_err(img, "compact: %s", strerror(-ret));
 	return ret;
 }
