@@ -336,6 +336,15 @@ sp_frag() {
 	run "$VHDXTOOL" compact --help
 	assert_success
 	assert_output --partial "Optimize-VHD"
+	# a fixed image keeps every block, even with --zeros
+	"$VHDXTOOL" create -q -t fixed -s 16M --block-size 1M "$T/x.vhdx"
+	run "$VHDXTOOL" compact --zeros "$T/x.vhdx"
+	assert_success
+	[ "$($VHDXEDIT "$T/x.vhdx" bat-find-present | wc -l)" -eq 16 ]
+	# SIGINT: stops cleanly, the image stays consistent
+	run timeout -s INT 0.05 "$VHDXTOOL" compact "$img"
+	run "$VHDXTOOL" check "$img"
+	assert_success
 }
 
 # A differencing child: its blocks move, its parent is only read, and

@@ -6,7 +6,8 @@
  *    NOT_PRESENT... with a FileOffsetMB) are rewritten with offset 0.
  * 2. With VHDX_COMPACT_ZEROS, FULLY_PRESENT blocks whose bytes are all zero
  *    become ZERO: they read the same, in a differencing image too (ZERO
- *    hides the parent, as the zeros did).
+ *    hides the parent, as the zeros did).  Steps 1 and 2 are skipped for
+ *    fixed images, whose blocks stay allocated (fmt §10.5).
  * 3. Blocks are moved, from the end of the file down, into the lowest free
  *    places below them.  Each move: copy the bytes, fdatasync, journal the
  *    new FileOffsetMB (same state), flush; the old place is free only then
@@ -123,6 +124,9 @@ static int release_empty(struct compact *c)
 	uint64_t bs = img->g.block_size;
 	int ret = 0;
 
+	/* a fixed image keeps every block allocated (fmt §10.5) */
+	if (img->fp_flags & VHDX_FP_LEAVE_BLOCKS_ALLOCATED)
+		return 0;
 	pthread_mutex_lock(&img->meta_lock);
 	for (uint64_t i = 0; i < img->bat_entries && ret == 0; i++) {
 		uint64_t e = img->bat[i];
@@ -259,6 +263,11 @@ static int move_blocks(struct compact *c)
 	for (size_t k = 0; k < n && ret == 0; k++) {
 		uint64_t dst;
 
+		if (c->o && c->o->stop && *c->o->stop) {
+			ret = -EINTR; /* the moves so far are flushed below */
+			break;
+		}
+
 		pthread_mutex_lock(&img->meta_lock);
 		dst = vhdx_freemap_find(img, v[k].len, v[k].off);
 		if (dst)
@@ -306,8 +315,12 @@ static int move_blocks(struct compact *c)
 		}
 	}
 	free(v);
-	if (ret == 0)
-		ret = vhdx_flush(img);
+	if (ret == 0 || ret == -EINTR) {
+		int r2 = vhdx_flush(img);
+
+		if (r2 < 0)
+			ret = r2;
+	}
 	return ret;
 }
 
@@ -356,7 +369,7 @@ int vhdx_compact(struct vhdx_image *img, const struct vhdx_compact_opts *o,
 	pthread_mutex_lock(&img->meta_lock);
 	vhdx_freemap_stats(img, &r->free_bytes, &reused);
 	pthread_mutex_unlock(&img->meta_lock);
-	if (ret < 0)
+	if (ret < 0 && ret != -EINTR)
 		vhdx_err(img, "compact: %s", strerror(-ret));
 	return ret;
 }

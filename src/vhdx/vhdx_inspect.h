@@ -188,6 +188,8 @@ struct vhdx_compact_opts {
 	unsigned int flags; /* VHDX_COMPACT_* */
 	vhdx_progress_fn progress;
 	void *progress_opaque;
+	/* if non-NULL: stop (-EINTR) after the current move once *stop != 0 */
+	const volatile int *stop;
 };
 
 struct vhdx_compact_result {

@@ -4,6 +4,7 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
@@ -160,9 +161,17 @@ int vt_cmd_compact(int argc, char **argv)
 	o.flags = c.zeros ? VHDX_COMPACT_ZEROS : 0;
 	o.progress = vt_progress_cb;
 	o.progress_opaque = &p;
+	o.stop = &vt_interrupted;
 	ret = vhdx_compact(vi.img, &o, &r);
 	vt_progress_end(&p);
 	ret2 = vt_image_close(&vi);
+	if (ret == -EINTR) {
+		vt_err("%s: interrupted; the blocks moved so far stay moved, "
+		       "the image reads as before (run compact again to "
+		       "finish)",
+		       c.path);
+		return VT_EXIT_FAILURE;
+	}
 	if (ret < 0) {
 		vt_err("%s: compact failed: %s; the image is consistent and "
 		       "reads as before",

@@ -1884,6 +1884,9 @@ static void run_rounds(const struct config *cfgs, size_t n_cfgs,
 	memset((char *)&tot + sizeof(tot.lock), 0,
 	       sizeof(tot) - sizeof(tot.lock));
 	pthread_mutex_unlock(&tot.lock);
+	pthread_mutex_lock(&out_lock);
+	qemu_used = 0; /* each set of rounds gets its qemu-img checks */
+	pthread_mutex_unlock(&out_lock);
 	cur_cfgs = cfgs;
 	cur_n_cfgs = n_cfgs;
 	tot.n_rounds = n_states / 600;
