@@ -254,7 +254,7 @@ EOF
 	umount -i -l "$MNT"
 	VHDXFUSE_LOCK_WAIT=0 run --separate-stderr "$VHDXTOOL" info "$IMG"
 	assert_failure
-	[[ $stderr == *"locked by PID $pid (vhdxfuse), unmounted but still closing it"* ]]
+	[[ $stderr == *"locked by PID $pid (vhdxfuse), unmounted from $MNT but still closing it"* ]]
 	run --separate-stderr "$VHDXFUSE" -f -o lock_wait=0.2 "$IMG" "$MNT"
 	assert_failure 32
 	[[ $stderr == *"still closing"* ]]
