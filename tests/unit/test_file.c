@@ -105,6 +105,8 @@ static pid_t spawn_holder(int hold_ms, const char *record_mnt)
 		if (write(p[1], &c, 1) != 1)
 			_exit(3);
 		usleep((useconds_t)hold_ms * 1000);
+		/* as the daemon does: the lock goes first, then the record */
+		close(fd);
 		if (record_mnt)
 			vhdx_record_remove();
 		_exit(0);
