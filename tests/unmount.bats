@@ -59,18 +59,22 @@ fail_note() {
 }
 
 # cycles N MOUNT_CMD...: N times mount (MOUNT_CMD), write, umount(8),
-# then at once one of: remount (and compare what was written), vhdxtool
+# check that the daemon has exited, then at once one of: remount (and compare what was written), vhdxtool
 # check, qemu-img check, or (in the first 8 cycles of 8 in 4) sha256 of the
 # image and again a second later.  Counts "in use" errors and differences.
 cycles() {
-	local n=$1 i v out a b
+	local n=$1 i v out a b pid
 	shift
 	FAILS=0
 	: >"$T/fails"
 	for ((i = 0; i < n; i++)); do
 		"$@" || { fail_note "$i" "mount failed"; break; }
 		write_both "$i"
+		pid=$(record_pid "$MNT") || fail_note "$i" "no daemon record"
 		umount "$MNT" || { fail_note "$i" "umount failed"; break; }
+		# the most direct oracle: the daemon has exited already
+		[ -z "$pid" ] || gone "$pid" ||
+			fail_note "$i" "daemon $pid still running after umount"
 		v=$((i % 4))
 		[ "$v" -eq 3 ] && [ "$i" -ge 32 ] && v=0
 		case $v in
@@ -250,7 +254,7 @@ EOF
 	umount -i -l "$MNT"
 	VHDXFUSE_LOCK_WAIT=0 run --separate-stderr "$VHDXTOOL" info "$IMG"
 	assert_failure
-	[[ $stderr == *"locked by PID $pid (vhdxfuse), unmounted but still closing it"* ]]
+	[[ $stderr == *"locked by PID $pid (vhdxfuse), unmounted from $MNT but still closing it"* ]]
 	run --separate-stderr "$VHDXFUSE" -f -o lock_wait=0.2 "$IMG" "$MNT"
 	assert_failure 32
 	[[ $stderr == *"still closing"* ]]

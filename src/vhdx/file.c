@@ -408,11 +408,14 @@ void vhdx_lock_holder_describe(const struct vhdx_lock_holder *h, char *buf,
 {
 	if (!h->pid)
 		snprintf(buf, len, "locked by another process");
+	else if (h->mountpoint[0] && h->closing)
+		snprintf(buf, len,
+			 "locked by PID %ld (%s), unmounted from %s but still "
+			 "closing it",
+			 h->pid, h->prog[0] ? h->prog : "?", h->mountpoint);
 	else if (h->mountpoint[0])
-		snprintf(buf, len, "locked by PID %ld (%s)%s mounted at %s",
-			 h->pid, h->prog[0] ? h->prog : "?",
-			 h->closing ? ", unmounted but still closing it;" : ",",
-			 h->mountpoint);
+		snprintf(buf, len, "locked by PID %ld (%s), mounted at %s",
+			 h->pid, h->prog[0] ? h->prog : "?", h->mountpoint);
 	else
 		snprintf(buf, len, "locked by PID %ld (%s)", h->pid,
 			 h->prog[0] ? h->prog : "?");

@@ -306,7 +306,7 @@ void vf_print_usage(const char *progname)
 {
 	fprintf(stderr,
 		"usage: %s [options] IMAGE MOUNTPOINT\n"
-		"       %s -u [-z] [-w SECONDS] MOUNTPOINT\n"
+		"       %s -u [-z] [-f] [-w SECONDS] MOUNTPOINT\n"
 		"Try '%s --help' for more information.\n",
 		progname, progname, progname);
 }
@@ -365,12 +365,13 @@ void vf_print_help(const char *progname)
 	    "    -h, --help             print this help and exit\n"
 	    "    -V, --version          print version information and exit\n"
 	    "\n"
-	    "%s -u [-z] [-w SECONDS] MOUNTPOINT\n"
+	    "%s -u [-z] [-f] [-w SECONDS] MOUNTPOINT\n"
 	    "    unmount, then wait (up to 60 s, or -w) until the daemon has "
 	    "flushed,\n"
 	    "    closed and unlocked the image; -z: lazy unmount, no wait.  "
 	    "umount(8) does\n"
-	    "    the same through the installed umount.fuse.vhdxfuse helper.\n"
+	    "    the same through the installed umount.vhdxfuse helper.  -f: "
+	    "force.\n"
 	    "\n"
 	    "Ignored fstab words: auto, noauto, user, users, nouser, "
 	    "_netdev, nofail,\n"
