@@ -147,8 +147,6 @@ static void vn_close_image(void)
  */
 static int vn_open_image(int ro)
 {
-	struct flock fl = {.l_type = ro ? F_RDLCK : F_WRLCK,
-			   .l_whence = SEEK_SET};
 	struct vhdx_open_opts o = {
 	    .flags = (ro ? VHDX_OPEN_RDONLY : 0) |
 		     (vn_sparse ? VHDX_OPEN_SPARSE : 0),
@@ -156,33 +154,31 @@ static int vn_open_image(int ro)
 	    .path = vn_file,
 	    .parent_path = vn_parent,
 	};
-	struct stat st;
+	struct vhdx_file_status fs;
 	int ret, nerr = __atomic_load_n(&vn_nerr, __ATOMIC_RELAXED);
 
-	/* stat first: open(2) of a FIFO would block */
-	if (stat(vn_file, &st) == 0 && !S_ISREG(st.st_mode)) {
-		nbdkit_error("%s: not a regular file", vn_file);
+	/* the library's one way to open and lock an image file */
+	ret = vhdx_file_open(vn_file, ro ? 0 : VHDX_FILE_WRITE,
+			     VHDX_LOCK_WAIT_DEFAULT_MS, &vn_fd, &fs);
+	if (ret == -EBUSY) {
+		char who[4200];
+
+		vhdx_lock_holder_describe(&fs.holder, who, sizeof(who));
+		nbdkit_error("%s is in use (%s)", vn_file, who);
 		return -1;
 	}
-	vn_fd = open(vn_file, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOCTTY);
-	if (vn_fd < 0) {
-		ret = errno;
+	if (ret < 0) {
 		nbdkit_error(
-		    "%s: %s%s", vn_file, strerror(ret),
-		    !ro && (ret == EACCES || ret == EROFS || ret == EPERM)
+		    "%s: %s%s", vn_file,
+		    ret == -EINVAL ? "not a regular file" : strerror(-ret),
+		    !ro && (ret == -EACCES || ret == -EROFS || ret == -EPERM)
 			? " (nbdkit -r serves it read-only)"
 			: "");
 		return -1;
 	}
-	if (fcntl(vn_fd, F_OFD_SETLK, &fl) < 0) {
-		if (errno == EAGAIN || errno == EACCES) {
-			nbdkit_error("%s is in use (locked by another process)",
-				     vn_file);
-			goto fail;
-		}
+	if (!fs.locked)
 		nbdkit_debug("%s: cannot lock (%s); continuing without a lock",
-			     vn_file, strerror(errno));
-	}
+			     vn_file, strerror(fs.lock_errno));
 	vhdx_io_fd_init(&vn_io, &vn_fd);
 	ret = vhdx_open(&vn_img, &vn_io, &o);
 	if (ret) {
