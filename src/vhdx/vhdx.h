@@ -452,7 +452,7 @@ const char *vhdx_block_state_name(unsigned int state);
 /* Library version string. */
 const char *vhdx_version(void);
 
-/* ---- vhdxtool merge and info (merge_support.c) ---- */
+/* ---- block states, detached opens and parent linkage (merge_support.c) ---- */
 
 /*
  * State of payload block pb (enum vhdx_block_state), -EINVAL if pb is past
@@ -498,6 +498,5 @@ int vhdx_merge_parent_guid(const struct vhdx_image *child, uint8_t guid[16]);
  * header write.
  */
 int vhdx_set_data_write_guid(struct vhdx_image *img, const uint8_t guid[16]);
-/* ---- end of vhdxtool merge and info ---- */
 
 #endif /* VHDX_H */
