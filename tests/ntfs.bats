@@ -186,6 +186,51 @@ case_convert() {
 	summary "$d/convf.vhdx"
 }
 
+# compact: blocks written across a 128 MiB disk, the first ones discarded
+# through the mount (their places become free), then compacted offline.
+case_compact() {
+	local d=$1 img=$1/cmp.vhdx raw=$T/mnt/cmp.raw i before
+	"$VHDXTOOL" create -q -s 128M --block-size 1M "$img"
+	vf_mount "$img" "$T/mnt"
+	for i in 0 10 20 30 40 50 60 70 80 90 100 110 120; do
+		put "$raw" $((i * MiB)) $((1 * MiB))
+	done
+	fallocate -p -o 0 -l $((64 * MiB)) "$raw"
+	vf_umount "$T/mnt"
+	dense_point "$img"
+	before=$(stat -c %s "$img")
+	"$VHDXTOOL" compact -q "$img"
+	dense_point "$img"
+	# the six discarded blocks' places are gone from the file
+	[ "$(stat -c %s "$img")" -le $((before - 6 * MiB)) ]
+	summary "$img"
+}
+
+# resize: a dynamic image grown offline and online (truncate of the mounted
+# disk) and shrunk; a fixed image grown (new blocks allocated).
+case_resize() {
+	local d=$1 img=$1/rs.vhdx fix=$1/rsf.vhdx
+	"$VHDXTOOL" create -q -s 64M --block-size 1M "$img"
+	vf_mount "$img" "$T/mnt"
+	put "$T/mnt/rs.raw" $((60 * MiB)) $((4 * MiB))
+	vf_umount "$T/mnt"
+	"$VHDXTOOL" resize -q -s 512M "$img"
+	dense_point "$img"
+	vf_mount "$img" "$T/mnt"
+	truncate -s 768M "$T/mnt/rs.raw"
+	put "$T/mnt/rs.raw" $((700 * MiB)) $((2 * MiB))
+	vf_umount "$T/mnt"
+	dense_point "$img"
+	"$VHDXTOOL" resize -q --force -s 720M "$img"
+	dense_point "$img"
+	summary "$img"
+	"$VHDXTOOL" create -q -t fixed -s 64M --block-size 2M "$fix"
+	"$VHDXTOOL" resize -q -s 96M "$fix"
+	dense_point "$fix"
+	[ "$("$VHDXTOOL" info --json "$fix" | jq .virtual_size)" -eq $((96 * MiB)) ]
+	summary "$fix"
+}
+
 # both_ways CASE [DRIVER]: CASE on NTFS and on the host file system, with
 # the same results; at least one point was checked on NTFS.
 both_ways() {
@@ -216,6 +261,14 @@ both_ways() {
 
 @test "ntfs-3g: convert writes dense files" {
 	both_ways case_convert
+}
+
+@test "ntfs-3g: compact after discard stays dense" {
+	both_ways case_compact
+}
+
+@test "ntfs-3g: resize offline and online stays dense" {
+	both_ways case_resize
 }
 
 @test "the kernel's ntfs3: dynamic image, writes that allocate, discard" {
