@@ -458,6 +458,13 @@ int vhdx_journal_salvage(struct vhdx_image *img);
 int vhdx_write_init(struct vhdx_image *img);
 int vhdx_write_close(struct vhdx_image *img);
 
+/*
+ * Make the data written so far durable (fdatasync); on failure the image
+ * turns read-only for good (the kernel may have dropped the pages).
+ * meta_lock held.  0 or -errno.
+ */
+int vhdx_flush_data(struct vhdx_image *img);
+
 /* Report a failed metadata write once and turn the image read-only. */
 void vhdx_set_broken(struct vhdx_image *img, int err, const char *what);
 

@@ -759,20 +759,6 @@ static int start_session(struct vhdx_image *img)
 	return 0;
 }
 
-static int flush_all(struct vhdx_image *img)
-{
-	int ret = img->io.flush(img->io.opaque);
-
-	if (ret < 0) {
-		img->flush_failed = true;
-		vhdx_set_broken(img, ret, "flush");
-		return ret;
-	}
-	img->apply_unflushed = false;
-	img->flushed_size = img->file_size & ~(VHDX_ALIGN - 1);
-	return 0;
-}
-
 static int resize_locked(struct vhdx_image *img, uint64_t new_size,
 			 unsigned int flags)
 {
@@ -794,7 +780,8 @@ static int resize_locked(struct vhdx_image *img, uint64_t new_size,
 	if ((ret = start_session(img)) < 0)
 		return ret;
 	/* what writes left dirty goes first, on its own */
-	if ((ret = flush_all(img)) < 0 || (ret = vhdx_journal_commit(img)) < 0)
+	if ((ret = vhdx_flush_data(img)) < 0 ||
+	    (ret = vhdx_journal_commit(img)) < 0)
 		return ret;
 	if ((ret = build_bat(&r)) < 0)
 		goto out;
@@ -809,7 +796,7 @@ static int resize_locked(struct vhdx_image *img, uint64_t new_size,
 			goto out;
 	}
 	/* everything the entry refers to is durable before it */
-	if ((ret = flush_all(img)) < 0)
+	if ((ret = vhdx_flush_data(img)) < 0)
 		goto out;
 	ret = vhdx_journal_sectors(img, r.off, (const uint8_t *const *)r.data,
 				   r.n);

@@ -438,8 +438,7 @@ int vhdx_zero(struct vhdx_image *img, uint64_t off, uint64_t len,
 	return 0;
 }
 
-/* Flush data, then journal the dirty BAT sectors.  meta_lock held. */
-static int flush_locked(struct vhdx_image *img)
+int vhdx_flush_data(struct vhdx_image *img)
 {
 	int ret = img->io.flush(img->io.opaque);
 
@@ -455,7 +454,15 @@ static int flush_locked(struct vhdx_image *img)
 	}
 	img->apply_unflushed = false;
 	img->flushed_size = img->file_size & ~(VHDX_ALIGN - 1);
-	return vhdx_journal_commit(img);
+	return 0;
+}
+
+/* Flush data, then journal the dirty BAT sectors.  meta_lock held. */
+static int flush_locked(struct vhdx_image *img)
+{
+	int ret = vhdx_flush_data(img);
+
+	return ret < 0 ? ret : vhdx_journal_commit(img);
 }
 
 int vhdx_flush(struct vhdx_image *img)
