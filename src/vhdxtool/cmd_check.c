@@ -248,15 +248,12 @@ static int vt_check_parse(int argc, char **argv, struct vt_check_cmd *c)
 			return vt_bad_option("check", argv);
 		}
 	}
-	if (argc - optind != 1)
-		return vt_usage_err("check", optind == argc
-						 ? "no IMAGE given"
-						 : "too many arguments");
+	if (vt_one_operand("check", "IMAGE", argc, argv, &c->path))
+		return VT_EXIT_USAGE;
 	if (c->repair && vt_force_share)
 		return vt_usage_err("check",
 				    "--repair writes: it cannot be used with "
 				    "-U (--force-share)");
-	c->path = argv[optind];
 	return 0;
 }
 

@@ -90,11 +90,8 @@ static int vt_compact_parse(int argc, char **argv, struct vt_compact_cmd *c)
 			return vt_bad_option("compact", argv);
 		}
 	}
-	if (argc - optind != 1)
-		return vt_usage_err("compact", optind == argc
-						   ? "no IMAGE given"
-						   : "too many arguments");
-	c->path = argv[optind];
+	if (vt_one_operand("compact", "IMAGE", argc, argv, &c->path))
+		return VT_EXIT_USAGE;
 	return 0;
 }
 

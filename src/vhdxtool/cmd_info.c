@@ -731,11 +731,8 @@ static int vt_info_parse(int argc, char **argv, struct vt_info_cmd *c)
 			return vt_bad_option("info", argv);
 		}
 	}
-	if (argc - optind != 1)
-		return vt_usage_err("info", optind == argc
-						? "no IMAGE given"
-						: "too many arguments");
-	c->path = argv[optind];
+	if (vt_one_operand("info", "IMAGE", argc, argv, &c->path))
+		return VT_EXIT_USAGE;
 	return 0;
 }
 

@@ -156,11 +156,8 @@ static int vt_map_parse(int argc, char **argv, struct vt_map_cmd *c)
 			return vt_bad_option("map", argv);
 		}
 	}
-	if (argc - optind != 1)
-		return vt_usage_err("map", optind == argc
-					       ? "no IMAGE given"
-					       : "too many arguments");
-	c->path = argv[optind];
+	if (vt_one_operand("map", "IMAGE", argc, argv, &c->path))
+		return VT_EXIT_USAGE;
 	return 0;
 }
 

@@ -147,11 +147,8 @@ static int vt_merge_parse(int argc, char **argv, struct vt_merge_cmd *c)
 			return vt_bad_option("merge", argv);
 		}
 	}
-	if (argc - optind != 1)
-		return vt_usage_err("merge", optind == argc
-						 ? "no CHILD given"
-						 : "too many arguments");
-	c->child = argv[optind];
+	if (vt_one_operand("merge", "CHILD", argc, argv, &c->child))
+		return VT_EXIT_USAGE;
 	return 0;
 }
 

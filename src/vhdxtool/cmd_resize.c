@@ -105,11 +105,8 @@ static int vt_resize_parse(int argc, char **argv, struct vt_resize_cmd *c)
 	}
 	if (!c->size)
 		return vt_usage_err("resize", "no size given (-s SIZE)");
-	if (argc - optind != 1)
-		return vt_usage_err("resize", optind == argc
-						  ? "no IMAGE given"
-						  : "too many arguments");
-	c->image = argv[optind];
+	if (vt_one_operand("resize", "IMAGE", argc, argv, &c->image))
+		return VT_EXIT_USAGE;
 	return 0;
 }
 

@@ -275,3 +275,15 @@ void vt_ntfs_sparse_advice(const char *path)
 	       "setflag FILE 0)\n",
 	       path, path);
 }
+
+int vt_one_operand(const char *cmd, const char *what, int argc, char **argv,
+		   const char **operand)
+{
+	if (optind == argc)
+		return vt_usage_err(cmd, "no %s given", what);
+	if (argc - optind > 1)
+		return vt_usage_err(cmd, "too many arguments");
+	if (operand)
+		*operand = argv[optind];
+	return 0;
+}

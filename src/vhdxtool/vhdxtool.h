@@ -51,6 +51,12 @@ void vt_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int vt_usage_err(const char *cmd, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/*
+ * After the options, exactly one operand (what: "IMAGE", "CHILD"): 0 and
+ * *operand set (if not NULL), or VT_EXIT_USAGE after a message.
+ */
+int vt_one_operand(const char *cmd, const char *what, int argc, char **argv,
+		   const char **operand);
 /* After getopt_long returned '?' (opterr = 0): name the option. */
 int vt_bad_option(const char *cmd, char **argv);
 
