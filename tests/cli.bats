@@ -861,20 +861,9 @@ print(len(os.pread(fd, 4096, size - 100)), len(os.pread(fd, 10, size)),
 @test "an image write-locked by another process: exit 32, 'in use'" {
 	require_fuse
 	make_test_image
-	python3 - "$IMG" "$T/locked" 3>&- <<'EOF' &
-import fcntl, sys, time
-with open(sys.argv[1], "r+b") as f:
-    fcntl.lockf(f, fcntl.LOCK_EX)
-    open(sys.argv[2], "w").close()
-    time.sleep(60)
-EOF
-	local holder=$!
-	VF_PIDS+=("$holder")
-	local deadline=$((SECONDS + 10))
-	until [ -e "$T/locked" ]; do
-		[ "$SECONDS" -lt "$deadline" ]
-		sleep 0.05
-	done
+	local holder
+	hold_lock ex "$IMG"
+	holder=$HOLDER_PID
 	run_vf -o ro "$IMG" "$MNT"
 	kill "$holder"
 	assert_failure 32
@@ -951,20 +940,9 @@ EOF
 @test "an image read-locked by another process: a read-write mount is refused, exit 32" {
 	require_fuse
 	make_test_image
-	python3 - "$IMG" "$T/locked" 3>&- <<'EOF' &
-import fcntl, sys, time
-with open(sys.argv[1], "rb") as f:
-    fcntl.lockf(f, fcntl.LOCK_SH)
-    open(sys.argv[2], "w").close()
-    time.sleep(60)
-EOF
-	local holder=$!
-	VF_PIDS+=("$holder")
-	local deadline=$((SECONDS + 10))
-	until [ -e "$T/locked" ]; do
-		[ "$SECONDS" -lt "$deadline" ]
-		sleep 0.05
-	done
+	local holder
+	hold_lock sh "$IMG"
+	holder=$HOLDER_PID
 	run_vf "$IMG" "$MNT"
 	local st=$status err=$stderr
 	# a read-only mount shares the lock

@@ -209,16 +209,9 @@ fstab_mount() {
 }
 
 @test "a lock held by a process that is not a daemon is named by PID, and refused at once" {
-	python3 - "$IMG" "$T/locked" 3>&- <<'EOF' &
-import fcntl, sys, time
-with open(sys.argv[1], "r+b") as f:
-    fcntl.lockf(f, fcntl.LOCK_EX)
-    open(sys.argv[2], "w").close()
-    time.sleep(60)
-EOF
-	local holder=$! t0
-	VF_PIDS+=("$holder")
-	until [ -e "$T/locked" ]; do sleep 0.05; done
+	local holder t0
+	hold_lock ex "$IMG"
+	holder=$HOLDER_PID
 	t0=$SECONDS
 	run --separate-stderr "$VHDXTOOL" info "$IMG"
 	assert_failure

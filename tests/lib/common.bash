@@ -256,3 +256,25 @@ vf_alive() {
 		return 1
 	fi
 }
+
+# hold_lock ex|sh FILE: another process (python3, not a daemon) takes a
+# POSIX lock on FILE, exclusive or shared, and keeps it for 60 s; returns
+# once it has it.  Sets HOLDER_PID (tracked for teardown).
+hold_lock() {
+	local mode=$1 file=$2 deadline=$((SECONDS + 10))
+	rm -f "$T/locked"
+	python3 - "$mode" "$file" "$T/locked" 3>&- <<'EOF' &
+import fcntl, sys, time
+mode, path, flag = sys.argv[1:]
+with open(path, "r+b" if mode == "ex" else "rb") as f:
+    fcntl.lockf(f, fcntl.LOCK_EX if mode == "ex" else fcntl.LOCK_SH)
+    open(flag, "w").close()
+    time.sleep(60)
+EOF
+	HOLDER_PID=$!
+	VF_PIDS+=("$HOLDER_PID")
+	until [ -e "$T/locked" ]; do
+		[ "$SECONDS" -lt "$deadline" ] || return 1
+		sleep 0.05
+	done
+}
