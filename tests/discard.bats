@@ -453,7 +453,10 @@ fallocate_case() {
 	# journal of the BAT change may take a few pages of the log
 	[ $((a0 - a1)) -le $((18 * MiB)) ]
 	[ $((a0 - a1)) -ge $((17 * MiB)) ]
-	assert_equal "$(stat -c %s "$img")" "$s0"
+	# holes; the file is shorter only where its end became free (fmt
+	# §19.2: the punched last blocks' places are cut off at the flush)
+	[ "$(stat -c %s "$img")" -eq "$s0" ] ||
+		[ "$(stat -c %s "$img")" -eq "$(ds_used_end "$img")" ]
 	# the disk file counts what is backed: 16 MiB
 	b1=$(($(stat -c %b "$disk") * 512))
 	assert_equal "$b1" $((16 * MiB))
@@ -472,7 +475,8 @@ fallocate_case() {
 	vf_alive "$disk"
 	vf_umount "$disk"
 
-	assert_equal "$(stat -c %s "$img")" "$s0"
+	[ "$(stat -c %s "$img")" -eq "$s0" ] ||
+		[ "$(stat -c %s "$img")" -eq "$(ds_used_end "$img")" ]
 	assert_equal "$(ds_states "$img")" \
 		"zero=9 fully_present=8 not_present=0"
 	run ds_bat "$img" --read "$T/decoded.raw"
