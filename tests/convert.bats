@@ -38,11 +38,9 @@ qfmt() {
 }
 
 @test "unknown commands are usage errors, after help too" {
-	run "$VHDXTOOL" help resize
-	assert_failure 1
-	assert_output --partial "unknown command 'resize'"
 	run "$VHDXTOOL" help frobnicate
 	assert_failure 1
+	assert_output --partial "unknown command 'frobnicate'"
 	run "$VHDXTOOL" help convert extra
 	assert_failure 1
 	run "$VHDXTOOL" frobnicate
