@@ -255,3 +255,19 @@ dwg() {
 	assert_success
 	assert_output --partial "0 bytes written"
 }
+
+@test "merge --resume over a parent whose data was all written: tags it for plain reruns" {
+	restore
+	run "$VHDXTOOL" merge -q "$T/c0.vhdx"
+	assert_success
+	# every byte is in the parent; an older vhdxtool then died before it
+	# could say so: a random DataWriteGuid
+	vx "$T/p0.vhdx" set headers.datawriteguid "$(cat /proc/sys/kernel/random/uuid)"
+	run "$VHDXTOOL" merge --resume "$T/c0.vhdx"
+	assert_success
+	assert_output --partial "0 bytes written"
+	expect_merged
+	run "$VHDXTOOL" merge "$T/c0.vhdx"
+	assert_success
+	assert_output --partial "0 bytes written"
+}

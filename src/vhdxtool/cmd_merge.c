@@ -438,6 +438,13 @@ static int vt_merge_copy(struct vt_merge *m)
 		vt_err("interrupted");
 		ret = VT_EXIT_FAILURE;
 	}
+	/*
+	 * --resume over a parent the interrupted merge had already finished
+	 * writing: nothing differs, but the parent must still get the merge's
+	 * DataWriteGuid, or a later plain rerun would not recognise it.
+	 */
+	if (!ret && m->match == VHDX_PARENT_FORCED)
+		ret = vt_merge_set_guid(m);
 	return ret;
 }
 
