@@ -256,6 +256,8 @@ void vhdx_freemap_durable(struct vhdx_image *img, size_t n)
 		return;
 	if (n > fm->n_pend)
 		n = fm->n_pend;
+	if (!n)
+		return; /* also: pend may still be NULL */
 	for (size_t k = 0; k < n; k++)
 		vhdx_freemap_give(img, fm->pend[k].off, fm->pend[k].len);
 	memmove(fm->pend, fm->pend + n, (fm->n_pend - n) * sizeof(*fm->pend));
