@@ -223,7 +223,7 @@ static int commit_entry(struct vhdx_image *img, const uint64_t *off,
  */
 static int release_tail(struct vhdx_image *img, uint8_t *buf)
 {
-	uint64_t end = vhdx_freemap_tail(img);
+	uint64_t end = vhdx_freemap_tail(img), old_end;
 	uint64_t off0 = img->bat_offset;
 	uint8_t sec0[VHDX_LOG_SECTOR_SIZE];
 	const uint8_t *data0 = sec0;
@@ -232,6 +232,7 @@ static int release_tail(struct vhdx_image *img, uint8_t *buf)
 	if (end >= img->alloc_end || img->n_dirty || img->trimming ||
 	    end < VHDX_HEADER_SECTION_SIZE)
 		return 0;
+	old_end = img->alloc_end;
 	img->trimming = true;
 	/*
 	 * Under a fresh LogGuid: QEMU replays every entry of the chain, not
@@ -250,14 +251,21 @@ static int release_tail(struct vhdx_image *img, uint8_t *buf)
 		vhdx_set_broken(img, ret, "log write");
 		return ret;
 	}
-	vhdx_freemap_cut(img, end);
 	if (img->file_size > end) {
-		/* on failure the file only stays longer: still consistent */
+		/*
+		 * On failure the file only stays longer, which the log allows;
+		 * but its old bytes stay too, so the places keep being free
+		 * places (zeroed when reused), not space past alloc_end that
+		 * new blocks take as reading zeros.
+		 */
 		ret = img->io.truncate(img->io.opaque, end);
-		if (ret < 0)
+		if (ret < 0) {
+			img->alloc_end = old_end;
 			return ret;
+		}
 		__atomic_store_n(&img->file_size, end, __ATOMIC_RELEASE);
 	}
+	vhdx_freemap_cut(img, end);
 	if (img->eff_size > end)
 		img->eff_size = end;
 	return 0;
