@@ -465,6 +465,14 @@ int vhdx_write_close(struct vhdx_image *img);
  */
 int vhdx_flush_data(struct vhdx_image *img);
 
+/*
+ * Make [foff, foff + len) of the file read as zeros in place, clipped at
+ * its end: the io zero op (unmap: may punch a hole), else zeros written.
+ * 0 or -errno.
+ */
+int vhdx_zero_file(struct vhdx_image *img, uint64_t foff, uint64_t len,
+		   bool unmap);
+
 /* Report a failed metadata write once and turn the image read-only. */
 void vhdx_set_broken(struct vhdx_image *img, int err, const char *what);
 

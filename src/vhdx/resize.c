@@ -269,33 +269,6 @@ static int cover(struct vhdx_image *img, uint64_t end)
 	return 0;
 }
 
-/* Zero [foff, foff + len) of the file, clipped at its end. */
-static int zero_file(struct vhdx_image *img, uint64_t foff, uint64_t len)
-{
-	static const uint8_t zeros[64 * 1024];
-	int ret;
-
-	if (foff >= img->file_size)
-		return 0;
-	if (len > img->file_size - foff)
-		len = img->file_size - foff;
-	if (img->io.zero) {
-		ret = img->io.zero(img->io.opaque, foff, len, 0);
-		if (ret != -EOPNOTSUPP)
-			return ret;
-	}
-	while (len) {
-		size_t n = len < sizeof(zeros) ? (size_t)len : sizeof(zeros);
-
-		ret = img->io.pwrite(img->io.opaque, zeros, n, foff);
-		if (ret < 0)
-			return ret;
-		foff += n;
-		len -= n;
-	}
-	return 0;
-}
-
 /*
  * Differencing image: block pb, cut by the old end, would show its
  * parent's data past that end.  Write what it shows below the old end and
@@ -332,7 +305,8 @@ static int materialize(struct resize *r, uint64_t pb, uint64_t *entry)
 		ret = img->io.pwrite(img->io.opaque, buf, keep, base);
 	free(buf);
 	if (ret == 0)
-		ret = zero_file(img, base + keep, img->g.block_size - keep);
+		ret = vhdx_zero_file(img, base + keep, img->g.block_size - keep,
+				     false);
 	*entry = base | VHDX_BLOCK_FULLY_PRESENT;
 	return ret;
 }
@@ -373,7 +347,8 @@ static int clear_old_tail(struct resize *r)
 		int ret = cover(img, off + bs);
 
 		return ret ? ret
-			   : zero_file(img, off + old % bs, bs - old % bs);
+			   : vhdx_zero_file(img, off + old % bs, bs - old % bs,
+					    false);
 	}
 	return 0; /* reads as zeros, or as the parent, zeros past its end */
 }

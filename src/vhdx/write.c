@@ -124,9 +124,6 @@ static int copy_up(struct vhdx_image *img, uint64_t pb, uint64_t old_e,
 	return ret;
 }
 
-static int zero_file(struct vhdx_image *img, uint64_t foff, uint64_t len,
-		     bool unmap);
-
 /*
  * Prepare the free place [off, end) for a new block: it may hold anything
  * (a discard that could not punch a hole, an old structure), and a new
@@ -145,7 +142,7 @@ static int prepare_free_place(struct vhdx_image *img, uint64_t off,
 			return ret;
 		__atomic_store_n(&img->file_size, end, __ATOMIC_RELEASE);
 	}
-	ret = zero_file(img, off, end - off, sparse);
+	ret = vhdx_zero_file(img, off, end - off, sparse);
 	if (ret == 0 && !sparse)
 		ret = img->io.allocate(img->io.opaque, off, end - off);
 	return ret;
@@ -278,9 +275,8 @@ long vhdx_write(struct vhdx_image *img, const void *buf, size_t len,
 
 static const uint8_t zeros[64 * 1024];
 
-/* Zero [foff, foff + len) of the file in place (never past its end). */
-static int zero_file(struct vhdx_image *img, uint64_t foff, uint64_t len,
-		     bool unmap)
+int vhdx_zero_file(struct vhdx_image *img, uint64_t foff, uint64_t len,
+		   bool unmap)
 {
 	uint64_t size = vhdx_known_size(img);
 	int ret;
@@ -393,8 +389,8 @@ static int zero_in_block(struct vhdx_image *img, uint64_t off, uint64_t len,
 	if (reads_as_zero(img, e))
 		return 0;
 	if ((e & VHDX_BAT_STATE_MASK) == VHDX_BLOCK_FULLY_PRESENT)
-		return zero_file(img, (e & VHDX_BAT_OFFSET_MASK) + in, len,
-				 unmap);
+		return vhdx_zero_file(img, (e & VHDX_BAT_OFFSET_MASK) + in, len,
+				      unmap);
 	/* not present here: the parent shows through; write zeros over it */
 	for (uint64_t done = 0; done < len;) {
 		size_t n = len - done < sizeof(zeros) ? (size_t)(len - done)
