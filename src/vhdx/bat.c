@@ -504,3 +504,96 @@ void vhdx_bat_free(struct vhdx_image *img)
 	img->bat_seg = NULL;
 	img->bat_map_len = 0;
 }
+
+/* ---- the sector bitmap cache (differencing images, fmt §8.4) ---- */
+
+/* In img->bitmaps: the chunk's bitmap entry is invalid (reported). */
+static uint8_t no_bitmap;
+
+/*
+ * The sector bitmap of the chunk of PARTIALLY_PRESENT block pb, loaded on
+ * first use.  Its BAT entry must say SB_BLOCK_PRESENT (fmt §8.4): an eager
+ * open checked that already, a lazy BAT (bat.c) only now.
+ */
+const uint8_t *vhdx_chunk_bitmap(struct vhdx_image *img, uint64_t pb, int *err)
+{
+	uint64_t c = pb / img->g.chunk_ratio;
+	uint64_t idx = vhdx_bat_bitmap_index(&img->g, pb);
+	uint8_t *bm = NULL;
+	uint64_t e = 0;
+
+	pthread_mutex_lock(&img->bitmap_lock);
+	if (!img->bitmaps)
+		img->bitmaps = calloc(img->g.bitmap_blocks, sizeof(uint8_t *));
+	if (!img->bitmaps) {
+		*err = -ENOMEM;
+		goto out;
+	}
+	bm = img->bitmaps[c];
+	if (bm == &no_bitmap) {
+		bm = NULL;
+		*err = -EIO;
+		goto out;
+	}
+	if (bm)
+		goto out;
+	if (idx < img->bat_entries && (*err = vhdx_bat_get(img, idx, &e)) < 0)
+		goto out;
+	if ((e & VHDX_BAT_STATE_MASK) != VHDX_SB_BLOCK_PRESENT) {
+		vhdx_err(img,
+			 "BAT: block %llu is PARTIALLY_PRESENT but its chunk "
+			 "has no sector bitmap (entry %llu)",
+			 (unsigned long long)pb, (unsigned long long)idx);
+		img->bitmaps[c] = &no_bitmap;
+		*err = -EIO;
+		goto out;
+	}
+	bm = malloc(VHDX_SECTOR_BITMAP_BLOCK_SIZE);
+	if (!bm) {
+		*err = -ENOMEM;
+		goto out;
+	}
+	*err = vhdx_file_read(img, bm, VHDX_SECTOR_BITMAP_BLOCK_SIZE,
+			      e & VHDX_BAT_OFFSET_MASK);
+	if (*err < 0) {
+		free(bm);
+		bm = NULL;
+		goto out;
+	}
+	img->bitmaps[c] = bm;
+out:
+	pthread_mutex_unlock(&img->bitmap_lock);
+	return bm;
+}
+
+int vhdx_bitmaps_resize_locked(struct vhdx_image *img, uint64_t n)
+{
+	uint64_t old = img->g.bitmap_blocks;
+	uint8_t **b;
+
+	if (!img->bitmaps || n == old)
+		return 0;
+	b = calloc(n ? n : 1, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	for (uint64_t c = 0; c < old; c++) {
+		if (c < n)
+			b[c] = img->bitmaps[c];
+		else if (img->bitmaps[c] != &no_bitmap)
+			free(img->bitmaps[c]);
+	}
+	free(img->bitmaps);
+	img->bitmaps = b;
+	return 0;
+}
+
+void vhdx_bitmaps_free(struct vhdx_image *img)
+{
+	if (!img->bitmaps)
+		return;
+	for (uint64_t c = 0; c < img->g.bitmap_blocks; c++)
+		if (img->bitmaps[c] != &no_bitmap)
+			free(img->bitmaps[c]);
+	free(img->bitmaps);
+	img->bitmaps = NULL;
+}

@@ -210,29 +210,19 @@ static int describe_log(struct vhdx_image *img, struct vhdx_description *d)
 static void describe_bat(struct vhdx_image *img, struct vhdx_description *d)
 {
 	uint64_t n = vhdx_bat_alloc_entries(&img->g);
+	uint64_t step = img->g.chunk_ratio + 1;
 
 	d->bat_offset = img->bat_offset;
 	d->bat_length = img->bat_length;
 	if (n > img->bat_entries)
 		n = img->bat_entries;
 	pthread_rwlock_rdlock(&img->lock);
-	for (uint64_t i = 0; i < n; i++) {
-		unsigned int state = img->bat[i] & VHDX_BAT_STATE_MASK;
-		uint64_t pb = vhdx_bat_entry_block(&img->g, i);
-
-		if (vhdx_bat_is_bitmap_slot(&img->g, i)) {
-			if (state == VHDX_SB_BLOCK_PRESENT) {
-				d->bitmap_present++;
-				d->bitmap_bytes +=
-				    VHDX_SECTOR_BITMAP_BLOCK_SIZE;
-			} else {
-				d->bitmap_not_present++;
-			}
-		} else if (pb < img->g.payload_blocks &&
-			   (state == VHDX_BLOCK_FULLY_PRESENT ||
-			    state == VHDX_BLOCK_PARTIALLY_PRESENT)) {
-			d->payload_bytes += img->g.block_size;
-		}
+	for (uint64_t i = img->g.chunk_ratio; i < n; i += step) {
+		if ((img->bat[i] & VHDX_BAT_STATE_MASK) ==
+		    VHDX_SB_BLOCK_PRESENT)
+			d->bitmap_present++;
+		else
+			d->bitmap_not_present++;
 	}
 	pthread_rwlock_unlock(&img->lock);
 }

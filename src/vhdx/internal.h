@@ -55,8 +55,7 @@ size_t vhdx_utf8_to_utf16(const char *s, uint8_t *out, size_t max);
 
 /* ---- GUIDs (guid.c); 16 bytes in on-disk (mixed-endian) order ---- */
 
-#define VHDX_GUID_STR_LEN 37 /* "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx\0" */
-void vhdx_guid_to_str(const uint8_t g[16], char out[VHDX_GUID_STR_LEN]);
+/* vhdx_guid_to_str: vhdx.h */
 /* Parse text (braces optional, any case) into on-disk order: 0 or -EINVAL. */
 int vhdx_guid_from_str(const char *s, uint8_t g[16]);
 bool vhdx_guid_is_zero(const uint8_t g[16]);
@@ -294,7 +293,7 @@ void vhdx_msgf(const struct vhdx_image *img, enum vhdx_msg_level level,
 #define vhdx_info(img, ...)  vhdx_msgf((img), VHDX_MSG_INFO, __VA_ARGS__)
 #define vhdx_debug(img, ...) vhdx_msgf((img), VHDX_MSG_DEBUG, __VA_ARGS__)
 
-/* ---- file access (read.c) ---- */
+/* ---- the bottom layer (core.c) ---- */
 
 /*
  * Read file bytes as the current metadata sees them: through the log
@@ -303,6 +302,11 @@ void vhdx_msgf(const struct vhdx_image *img, enum vhdx_msg_level level,
  * than that fails the read with -EIO (reported once).
  */
 int vhdx_file_read(struct vhdx_image *img, void *buf, size_t len, uint64_t off);
+/* Register a used range; fails with -EUCLEAN if it overlaps another. */
+int vhdx_extent_add(struct vhdx_image *img, uint64_t start, uint64_t length,
+		    const char *what);
+/* Report a failed metadata write once and turn the image read-only. */
+void vhdx_set_broken(struct vhdx_image *img, int err, const char *what);
 
 /* ---- files without holes (io_dense.c) ---- */
 
@@ -387,31 +391,33 @@ void vhdx_locator_free(struct vhdx_kv *kv, size_t n);
 /* Open the chain below img (HasParent set).  Reports what it tried. */
 int vhdx_open_parent(struct vhdx_image *img, const struct vhdx_open_opts *opts);
 void vhdx_parent_free(struct vhdx_image *img);
+/* The image depth levels down the chain (0: img), NULL past its end. */
+struct vhdx_image *vhdx_chain_image(struct vhdx_image *img, int depth);
+
+/* ---- parent linkage and the merge GUID (linkage.c) ---- */
+
 /*
  * The parent DataWriteGuid a merge of a child whose parent_linkage is
- * linkage and whose own DataWriteGuid is dwg sets (merge_support.c).
+ * linkage and whose own DataWriteGuid is dwg sets.
  */
 void vhdx_merge_guid(const uint8_t linkage[16], const uint8_t dwg[16],
 		     uint8_t out[16]);
-/* Resize the sector bitmap cache to n chunks (resize).  bitmap_lock held. */
-int vhdx_bitmaps_resize_locked(struct vhdx_image *img, uint64_t n);
 /* Whether a DataWriteGuid carries the tag vhdx_merge_guid puts in it. */
 bool vhdx_is_merge_guid(const uint8_t g[16]);
 #define VHDX_MERGE_TAG0 0x6d /* 'm' */
 #define VHDX_MERGE_TAG1 0x67 /* 'g' */
-/* Read sectors of a PARTIALLY_PRESENT block (bits -> this file/parent). */
-int vhdx_read_partial(struct vhdx_image *img, uint8_t *buf, size_t len,
-		      uint64_t off, uint64_t entry);
+
+/* ---- the sector bitmap cache (bat.c) ---- */
+
 /*
  * The sector bitmap of the chunk of PARTIALLY_PRESENT block pb, loaded on
  * first use; NULL with *err set if it cannot be had.
  */
 const uint8_t *vhdx_chunk_bitmap(struct vhdx_image *img, uint64_t pb, int *err);
-/* The image depth levels down the chain (0: img), NULL past its end. */
-struct vhdx_image *vhdx_chain_image(struct vhdx_image *img, int depth);
-/* Read from the parent, zeros past its end. */
-int vhdx_read_parent(struct vhdx_image *img, uint8_t *buf, size_t len,
-		     uint64_t off);
+/* Resize the sector bitmap cache to n chunks (resize).  bitmap_lock held. */
+int vhdx_bitmaps_resize_locked(struct vhdx_image *img, uint64_t n);
+void vhdx_bitmaps_free(struct vhdx_image *img);
+
 /* The open path with chain bookkeeping (open.c). */
 int vhdx_open_chain(struct vhdx_image **out, const struct vhdx_io *io,
 		    const struct vhdx_open_opts *opts, int depth,
@@ -472,13 +478,6 @@ int vhdx_flush_data(struct vhdx_image *img);
  */
 int vhdx_zero_file(struct vhdx_image *img, uint64_t foff, uint64_t len,
 		   bool unmap);
-
-/* Report a failed metadata write once and turn the image read-only. */
-void vhdx_set_broken(struct vhdx_image *img, int err, const char *what);
-
-/* Register a used range; fails with -EINVAL if it overlaps another. */
-int vhdx_extent_add(struct vhdx_image *img, uint64_t start, uint64_t length,
-		    const char *what);
 
 /* ---- free places of the file (freemap.c), fmt §19 ---- */
 

@@ -22,19 +22,6 @@
 /* Bytes at the end of the log that no entry reaches (see commit_entry). */
 #define VHDX_LOG_TAIL_ROOM (2 * VHDX_LOG_SECTOR_SIZE)
 
-void vhdx_set_broken(struct vhdx_image *img, int err, const char *what)
-{
-	if (img->broken)
-		return;
-	img->broken = err;
-	/* writers test it without meta_lock, which set_broken's callers hold */
-	__atomic_store_n(&img->read_only, true, __ATOMIC_RELEASE);
-	vhdx_err(img,
-		 "%s failed: %s; the image is now read-only to keep it "
-		 "consistent",
-		 what, strerror(-err));
-}
-
 /*
  * The on-disk image of BAT sector s, from the in-memory BAT (whole in a
  * read-write open: vhdx_write_init refuses a lazy one).

@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 
 #include "internal.h"
@@ -161,12 +162,6 @@ int vhdx_close(struct vhdx_image *img)
 	return ret;
 }
 
-uint64_t vhdx_virtual_size(const struct vhdx_image *img)
-{
-	/* vhdx_resize may change it under concurrent I/O */
-	return __atomic_load_n(&img->g.virtual_size, __ATOMIC_ACQUIRE);
-}
-
 /* A lazy BAT has been counted once every segment is ready. */
 static bool state_counts_complete(const struct vhdx_image *img)
 {
@@ -210,4 +205,61 @@ void vhdx_get_info(const struct vhdx_image *img, struct vhdx_info *info)
 	pthread_rwlock_unlock(lock);
 	for (const struct vhdx_image *p = img->parent; p; p = p->parent)
 		info->chain_depth++;
+}
+
+void vhdx_allocation(const struct vhdx_image *img, struct vhdx_allocation *a)
+{
+	pthread_rwlock_t *lock = (pthread_rwlock_t *)&img->lock;
+	const struct vhdx_geom *g = &img->g;
+	uint64_t present, last, idx;
+
+	memset(a, 0, sizeof(*a));
+	pthread_rwlock_rdlock(lock);
+	if (!state_counts_complete(img)) {
+		/* estimated: the file holds at most the disk */
+		a->disk_bytes = vhdx_known_size(img) < g->virtual_size
+				    ? vhdx_known_size(img)
+				    : g->virtual_size;
+		goto out;
+	}
+	a->known = 1;
+	present = img->state_count[VHDX_BLOCK_FULLY_PRESENT] +
+		  img->state_count[VHDX_BLOCK_PARTIALLY_PRESENT];
+	a->payload_bytes = present * g->block_size;
+	a->disk_bytes = a->payload_bytes;
+	last = g->payload_blocks ? g->payload_blocks - 1 : 0;
+	idx = vhdx_bat_payload_index(g, last);
+	if (present && idx < img->bat_entries) {
+		unsigned int st = img->bat[idx] & VHDX_BAT_STATE_MASK;
+
+		/* the last block reaches past the end of the disk */
+		if (st == VHDX_BLOCK_FULLY_PRESENT ||
+		    st == VHDX_BLOCK_PARTIALLY_PRESENT)
+			a->disk_bytes -=
+			    g->payload_blocks * g->block_size - g->virtual_size;
+	}
+	for (uint64_t c = 0; c < g->bitmap_blocks; c++) {
+		idx = c * (g->chunk_ratio + 1) + g->chunk_ratio;
+		if (idx < img->bat_entries &&
+		    (img->bat[idx] & VHDX_BAT_STATE_MASK) ==
+			VHDX_SB_BLOCK_PRESENT)
+			a->bitmap_bytes += VHDX_SECTOR_BITMAP_BLOCK_SIZE;
+	}
+out:
+	pthread_rwlock_unlock(lock);
+}
+
+int vhdx_open_detached(struct vhdx_image **out, const struct vhdx_io *io,
+		       const struct vhdx_open_opts *opts)
+{
+	struct vhdx_open_opts o = {.flags =
+				       VHDX_OPEN_RDONLY | VHDX_OPEN_NO_PARENT};
+
+	if (opts) {
+		o.flags |= opts->flags & VHDX_OPEN_FULL_BAT;
+		o.msg = opts->msg;
+		o.msg_opaque = opts->msg_opaque;
+		o.bat_eager_max = opts->bat_eager_max;
+	}
+	return vhdx_open(out, io, &o);
 }

@@ -153,3 +153,19 @@ int vhdx_query(struct vhdx_image *img, uint64_t off, uint64_t len,
 	}
 	return ret;
 }
+
+int vhdx_block_state(struct vhdx_image *img, uint64_t pb)
+{
+	uint64_t idx, e;
+	int ret = 0;
+
+	if (pb >= img->g.payload_blocks)
+		return -EINVAL;
+	idx = vhdx_bat_payload_index(&img->g, pb);
+	if (idx >= img->bat_entries)
+		return VHDX_BLOCK_NOT_PRESENT;
+	pthread_rwlock_rdlock(&img->lock);
+	ret = vhdx_bat_get(img, idx, &e);
+	pthread_rwlock_unlock(&img->lock);
+	return ret < 0 ? ret : (int)(e & VHDX_BAT_STATE_MASK);
+}

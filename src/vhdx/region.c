@@ -12,40 +12,6 @@
 static const uint8_t guid_bat[16] = VHDX_GUID_BAT_REGION;
 static const uint8_t guid_meta[16] = VHDX_GUID_METADATA_REGION;
 
-int vhdx_extent_add(struct vhdx_image *img, uint64_t start, uint64_t length,
-		    const char *what)
-{
-	struct vhdx_extent *e;
-
-	if (length == 0)
-		return 0;
-	if (start > UINT64_MAX - length) {
-		vhdx_err(img, "%s: range 0x%llx+0x%llx overflows", what,
-			 (unsigned long long)start, (unsigned long long)length);
-		return -EINVAL;
-	}
-	for (size_t i = 0; i < img->n_extents; i++) {
-		e = &img->extents[i];
-		if (start < e->start + e->length && e->start < start + length) {
-			vhdx_err(img,
-				 "%s at 0x%llx (0x%llx bytes) overlaps the %s "
-				 "at 0x%llx (0x%llx bytes)",
-				 what, (unsigned long long)start,
-				 (unsigned long long)length, e->what,
-				 (unsigned long long)e->start,
-				 (unsigned long long)e->length);
-			return -EINVAL;
-		}
-	}
-	e = realloc(img->extents, (img->n_extents + 1) * sizeof(*e));
-	if (!e)
-		return -ENOMEM;
-	img->extents = e;
-	img->extents[img->n_extents++] = (struct vhdx_extent){
-	    .start = start, .length = length, .what = what};
-	return 0;
-}
-
 void vhdx_region_entry_get(const uint8_t *t, uint32_t i,
 			   struct vhdx_region_entry *e)
 {

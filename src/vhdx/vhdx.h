@@ -274,6 +274,16 @@ int vhdx_open(struct vhdx_image **out, const struct vhdx_io *io,
 	      const struct vhdx_open_opts *opts);
 
 /*
+ * Open an image read-only like vhdx_open, but never its parent: a
+ * differencing image opened this way reads as zeros wherever it would read
+ * its parent.  For showing the structures of a child whose parent is
+ * missing or does not match; opts->path, parent_path, files and flags
+ * other than VHDX_OPEN_FULL_BAT are ignored.
+ */
+int vhdx_open_detached(struct vhdx_image **out, const struct vhdx_io *io,
+		       const struct vhdx_open_opts *opts);
+
+/*
  * Close the image and free it.  A read-write image is flushed and its log
  * marked empty first.  Returns 0 or the first error seen (the image is freed
  * either way).
@@ -285,6 +295,23 @@ void vhdx_get_info(const struct vhdx_image *img, struct vhdx_info *info);
 
 /* Size of the virtual disk in bytes. */
 uint64_t vhdx_virtual_size(const struct vhdx_image *img);
+
+/* The space an image's own blocks take (this image, not its parents). */
+struct vhdx_allocation {
+	uint64_t payload_bytes; /* file bytes of payload blocks that hold
+				   data (FULLY_ or PARTIALLY_PRESENT) */
+	uint64_t bitmap_bytes;	/* file bytes of sector bitmap blocks */
+	uint64_t disk_bytes;	/* bytes of the virtual disk those payload
+				   blocks hold: payload_bytes less what the
+				   last block reaches past the disk's end */
+	int known;		/* 0: a BAT read on demand is not all read
+				   yet; disk_bytes is then an estimate (the
+				   file size, at most the disk size) and the
+				   others are 0 */
+};
+
+/* Fill *a: one definition of "allocated" for every front end. */
+void vhdx_allocation(const struct vhdx_image *img, struct vhdx_allocation *a);
 
 /*
  * Read len bytes of the virtual disk at off into buf.  Reads that go past the
@@ -307,6 +334,15 @@ long vhdx_read(struct vhdx_image *img, void *buf, size_t len, uint64_t off);
  */
 long vhdx_write(struct vhdx_image *img, const void *buf, size_t len,
 		uint64_t off);
+
+/*
+ * Make guid the DataWriteGuid of this read-write session now (both headers
+ * written and flushed), instead of a random one at the first write that
+ * changes the disk.  Call before any write.  0, -EROFS on a read-only
+ * image, -EBUSY if the session has already renewed it, or the error of the
+ * header write.
+ */
+int vhdx_set_data_write_guid(struct vhdx_image *img, const uint8_t guid[16]);
 
 /* Flags of vhdx_zero. */
 #define VHDX_ZERO_UNMAP 0x1u /* give the space back (discard, punch hole) */
@@ -424,6 +460,13 @@ struct vhdx_extent_info {
 int vhdx_query(struct vhdx_image *img, uint64_t off, uint64_t len,
 	       struct vhdx_extent_info *x);
 
+/*
+ * State of payload block pb (enum vhdx_block_state), -EINVAL if pb is past
+ * the last block, or -EIO (BAT read on demand) if its BAT entry cannot be
+ * read or is invalid.
+ */
+int vhdx_block_state(struct vhdx_image *img, uint64_t pb);
+
 /* Where a range of the virtual disk lives (vhdx_map). */
 enum vhdx_map_kind {
 	VHDX_MAP_FILE,	/* bytes at file_offset of the image file */
@@ -452,24 +495,11 @@ const char *vhdx_block_state_name(unsigned int state);
 /* Library version string. */
 const char *vhdx_version(void);
 
-/* ---- block states, detached opens and parent linkage (merge_support.c) ---- */
+/* ---- parent linkage (linkage.c) ---- */
 
-/*
- * State of payload block pb (enum vhdx_block_state), -EINVAL if pb is past
- * the last block, or -EIO (BAT read on demand) if its BAT entry cannot be
- * read or is invalid.
- */
-int vhdx_block_state(struct vhdx_image *img, uint64_t pb);
-
-/*
- * Open an image read-only like vhdx_open, but never its parent: a
- * differencing image opened this way reads as zeros wherever it would read
- * its parent.  For showing the structures of a child whose parent is
- * missing or does not match; opts->path, parent_path, files and flags
- * other than VHDX_OPEN_FULL_BAT are ignored.
- */
-int vhdx_open_detached(struct vhdx_image **out, const struct vhdx_io *io,
-		       const struct vhdx_open_opts *opts);
+/* A GUID in on-disk order as lower-case text, without braces (guid.c). */
+#define VHDX_GUID_STR_LEN 37 /* "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx\0" */
+void vhdx_guid_to_str(const uint8_t g[16], char out[VHDX_GUID_STR_LEN]);
 
 /* How the parent of a differencing image was accepted. */
 enum vhdx_parent_match {
@@ -481,6 +511,24 @@ enum vhdx_parent_match {
 /* enum vhdx_parent_match of an image with a parent, else -EINVAL. */
 int vhdx_parent_match(const struct vhdx_image *child);
 
+/* A differencing image's link to its parent, as its locator and open say. */
+struct vhdx_linkage {
+	int has_parent;		/* HasParent: a differencing image */
+	int linkage_valid;	/* parent_linkage is a GUID (else zeros) */
+	uint8_t linkage[16];	/* parent_linkage: the parent's DataWriteGuid
+				    it was made against (on-disk order) */
+	int parent_open;	/* the parent was opened (not detached) */
+	int match;		/* parent_open: enum vhdx_parent_match */
+	uint8_t parent_dwg[16]; /* parent_open: its DataWriteGuid */
+};
+
+/*
+ * Fill *l for img: whether and how its parent is linked.  The one place
+ * the front ends learn the linkage (vhdxtool info prints it, merge and
+ * the daemon act on the match); the check itself is the open's.
+ */
+void vhdx_parent_linkage(const struct vhdx_image *img, struct vhdx_linkage *l);
+
 /*
  * The DataWriteGuid a merge of child gives its parent: derived from the
  * child's parent_linkage and the child's own DataWriteGuid, so that a
@@ -489,14 +537,5 @@ int vhdx_parent_match(const struct vhdx_image *child);
  * sees a changed parent.  0, or -EINVAL for an image without a parent.
  */
 int vhdx_merge_parent_guid(const struct vhdx_image *child, uint8_t guid[16]);
-
-/*
- * Make guid the DataWriteGuid of this read-write session now (both headers
- * written and flushed), instead of a random one at the first write that
- * changes the disk.  Call before any write.  0, -EROFS on a read-only
- * image, -EBUSY if the session has already renewed it, or the error of the
- * header write.
- */
-int vhdx_set_data_write_guid(struct vhdx_image *img, const uint8_t guid[16]);
 
 #endif /* VHDX_H */

@@ -116,9 +116,7 @@ struct vhdx_description {
 	uint32_t bat_length;
 	uint64_t bitmap_present; /* sector bitmap entries SB_BLOCK_PRESENT */
 	uint64_t bitmap_not_present;
-
-	uint64_t payload_bytes; /* file bytes held by present payload blocks */
-	uint64_t bitmap_bytes;	/* file bytes held by sector bitmap blocks */
+	/* the bytes blocks take: vhdx_allocation */
 };
 
 /*

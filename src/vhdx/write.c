@@ -112,10 +112,13 @@ static int copy_up(struct vhdx_image *img, uint64_t pb, uint64_t old_e,
 	for (uint64_t o = 0; o < len && ret == 0; o += chunk) {
 		size_t n = len - o < chunk ? (size_t)(len - o) : chunk;
 
-		/* what a reader sees now, parent and this file combined */
-		ret = state == VHDX_BLOCK_PARTIALLY_PRESENT
-			  ? vhdx_read_partial(img, buf, n, first + o, old_e)
-			  : vhdx_read_parent(img, buf, n, first + o);
+		/* what a reader sees now, parent and this file combined:
+		 * the BAT entry is still old_e (meta_lock held) */
+		long got = vhdx_read(img, buf, n, first + o);
+
+		ret = got < 0 ? (int)got : 0;
+		if (ret == 0 && (size_t)got < n)
+			memset(buf + got, 0, n - (size_t)got);
 		if (ret == 0 && (state == VHDX_BLOCK_PARTIALLY_PRESENT ||
 				 !all_zero(buf, n)))
 			ret = img->io.pwrite(img->io.opaque, buf, n, base + o);
@@ -521,4 +524,36 @@ int vhdx_write_init(struct vhdx_image *img)
 		vhdx_debug(img, "log: could not reserve its space");
 	img->flushed_size = img->file_size & ~(VHDX_ALIGN - 1);
 	return 0;
+}
+
+/*
+ * What the first write of a session does (write.c: a new LogGuid and
+ * DataWriteGuid in one header update), with the caller's DataWriteGuid:
+ * the header update copies the current header's defined bytes, so the
+ * GUID is put there first.
+ */
+int vhdx_set_data_write_guid(struct vhdx_image *img, const uint8_t guid[16])
+{
+	uint8_t lg[16];
+	int ret;
+
+	pthread_mutex_lock(&img->meta_lock);
+	if (img->read_only) {
+		ret = img->broken ? img->broken : -EROFS;
+	} else if (img->data_guid_renewed) {
+		ret = -EBUSY;
+	} else {
+		memcpy(img->hdr[img->cur] + VHDX_HDR_DATA_WRITE_GUID, guid, 16);
+		vhdx_guid_generate(lg);
+		ret = vhdx_header_update(img, lg, false);
+		if (ret == 0) {
+			memcpy(img->data_write_guid, guid, 16);
+			img->data_guid_renewed = true;
+			img->log_active = true;
+			img->log_pos = 0;
+			img->log_seq = 1;
+		}
+	}
+	pthread_mutex_unlock(&img->meta_lock);
+	return ret;
 }

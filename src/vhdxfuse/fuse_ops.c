@@ -64,15 +64,19 @@ static int vf_is_file(const struct vf_fs *fs, fuse_ino_t ino)
 	return ino == vf_file_ino(fs);
 }
 
+/* Bytes of the disk its payload blocks hold, for st_blocks (du). */
+uint64_t vf_alloc_bytes(const struct vhdx_image *img)
+{
+	struct vhdx_allocation a;
+
+	vhdx_allocation(img, &a);
+	return a.disk_bytes;
+}
+
 /* Allocated bytes now: blocks are allocated while a rw mount is used. */
 static uint64_t vf_disk_alloc(const struct vf_fs *fs)
 {
-	struct vhdx_info info;
-
-	if (fs->ro)
-		return fs->alloc_bytes;
-	vhdx_get_info(fs->img, &info);
-	return vf_alloc_bytes(&info);
+	return fs->ro ? fs->alloc_bytes : vf_alloc_bytes(fs->img);
 }
 
 /* Writes are refused: a read-only mount, or the image turned read-only. */

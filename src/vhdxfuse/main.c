@@ -130,24 +130,6 @@ static int vf_open_vhdx(struct vf_fs *fs, const struct vf_options *opts)
 	return VF_EXIT_MOUNT;
 }
 
-/* Bytes of the disk backed by payload blocks, for st_blocks (du). */
-uint64_t vf_alloc_bytes(const struct vhdx_info *info)
-{
-	uint64_t present = info->state_count[VHDX_BLOCK_FULLY_PRESENT] +
-			   info->state_count[VHDX_BLOCK_PARTIALLY_PRESENT];
-
-	/* a BAT read on demand has not been counted: the file's size */
-	if (!info->state_count_known)
-		return info->file_size < info->virtual_size
-			   ? info->file_size
-			   : info->virtual_size;
-	if (info->block_size && present > UINT64_MAX / info->block_size)
-		return info->virtual_size;
-	if (present * info->block_size > info->virtual_size)
-		return info->virtual_size;
-	return present * info->block_size;
-}
-
 /* What getattr reports (st_blocks is recomputed as blocks are allocated). */
 static int vf_fill_attrs(struct vf_fs *fs, const struct vf_options *opts,
 			 const struct stat *st)
@@ -156,7 +138,7 @@ static int vf_fill_attrs(struct vf_fs *fs, const struct vf_options *opts,
 
 	vhdx_get_info(fs->img, &info);
 	fs->size = info.virtual_size;
-	fs->alloc_bytes = vf_alloc_bytes(&info);
+	fs->alloc_bytes = vf_alloc_bytes(fs->img);
 	fs->blksize = VF_BLKSIZE;
 	fs->mtime = st->st_mtim;
 	fs->uid = opts->uid_set ? opts->uid : getuid();

@@ -115,8 +115,8 @@ void vf_log_vhdx(void *opaque, enum vhdx_msg_level level, const char *msg);
 /* How many error messages the library has sent so far. */
 int vf_log_vhdx_errors(void);
 
-/* main.c: bytes of the disk backed by payload blocks, for st_blocks. */
-uint64_t vf_alloc_bytes(const struct vhdx_info *info);
+/* fuse_ops.c: bytes of the disk its payload blocks hold (st_blocks). */
+uint64_t vf_alloc_bytes(const struct vhdx_image *img);
 
 /*
  * main.c: have the watcher thread set the kernel's idea of the disk size

@@ -26,16 +26,16 @@
 struct vt_level {
 	const char *path;
 	struct vhdx_description *d;
-	const char *linkage;  /* its locator's parent_linkage, or NULL */
-	const char *linkage2; /* parent_linkage2, or NULL */
+	const char *linkage; /* its locator's parent_linkage, or NULL */
 	char linkage_text[VHDX_GUID_TEXT_LEN]; /* linkage without braces */
-	bool linkage_ok; /* level > 0: matches the level above */
+	bool linkage_ok; /* level > 0: the open linked it to the level above */
 };
 
 struct vt_info {
 	const char *path;
 	const struct vhdx_description *d;
 	uint64_t file_allocated; /* st_blocks * 512 */
+	uint64_t allocated;	 /* its payload and sector bitmap blocks */
 	int ntfs_sparse;	 /* vhdx_fd_ntfs_sparse of the file */
 	struct vt_level *chain;
 	int n_chain;
@@ -128,9 +128,13 @@ static const char *vt_type_name(const struct vhdx_info *i)
 	return i->leave_blocks_allocated ? "fixed" : "dynamic";
 }
 
-static uint64_t vt_allocated(const struct vhdx_description *d)
+/* File bytes of the image's own payload and sector bitmap blocks. */
+static uint64_t vt_allocated(struct vhdx_image *img)
 {
-	return d->payload_bytes + d->bitmap_bytes;
+	struct vhdx_allocation a;
+
+	vhdx_allocation(img, &a);
+	return a.payload_bytes + a.bitmap_bytes;
 }
 
 /* ---- the chain ---- */
@@ -149,19 +153,6 @@ static const char *vt_dwg(const struct vhdx_description *d)
 	int cur = d->info.current_header;
 
 	return d->header[cur == 2 ? 1 : 0].data_write_guid;
-}
-
-/* A locator GUID ("{...}", any case) against a GUID's text form. */
-static bool vt_guid_eq(const char *locator, const char *guid)
-{
-	size_t n = strlen(guid);
-
-	if (!locator)
-		return false;
-	if (*locator == '{')
-		locator++;
-	return !strncasecmp(locator, guid, n) &&
-	       (locator[n] == '\0' || !strcmp(locator + n, "}"));
 }
 
 /* A locator GUID in the form of the rest of the output, if it is one. */
@@ -184,14 +175,23 @@ static void vt_guid_text(const char *locator, char out[VHDX_GUID_TEXT_LEN])
 	out[n] = '\0';
 }
 
+/*
+ * The linkage as the library parsed it when it opened the parent; for an
+ * image opened alone (its parent unusable), the locator's text.
+ */
 static void vt_level_set(struct vt_level *l, const char *path,
-			 struct vhdx_description *d)
+			 struct vhdx_image *img, struct vhdx_description *d)
 {
+	struct vhdx_linkage lk;
+
 	l->path = path;
 	l->d = d;
 	l->linkage = vt_locator_value(d, "parent_linkage");
-	l->linkage2 = vt_locator_value(d, "parent_linkage2");
-	vt_guid_text(l->linkage, l->linkage_text);
+	vhdx_parent_linkage(img, &lk);
+	if (lk.linkage_valid)
+		vhdx_guid_to_str(lk.linkage, l->linkage_text);
+	else
+		vt_guid_text(l->linkage, l->linkage_text);
 }
 
 /* Describe every parent of img; level 0 (d) is described already. */
@@ -206,7 +206,7 @@ static int vt_chain_build(struct vt_info *vi, struct vhdx_image *img,
 	vi->chain = calloc((size_t)n, sizeof(*vi->chain));
 	if (!vi->chain)
 		return -ENOMEM;
-	vt_level_set(&vi->chain[0], vi->path, d);
+	vt_level_set(&vi->chain[0], vi->path, img, d);
 	vi->n_chain = 1;
 	for (struct vhdx_image *p = img; vhdx_parent(p); p = vhdx_parent(p)) {
 		struct vhdx_description *pd;
@@ -214,10 +214,14 @@ static int vt_chain_build(struct vt_info *vi, struct vhdx_image *img,
 		ret = vhdx_describe(vhdx_parent(p), &pd);
 		if (ret < 0)
 			return ret;
+		struct vhdx_linkage lk;
+
 		l = &vi->chain[vi->n_chain];
-		vt_level_set(l, vhdx_parent_path(p), pd);
-		l->linkage_ok = vt_guid_eq(l[-1].linkage, vt_dwg(pd)) ||
-				vt_guid_eq(l[-1].linkage2, vt_dwg(pd));
+		vt_level_set(l, vhdx_parent_path(p), vhdx_parent(p), pd);
+		vhdx_parent_linkage(p, &lk);
+		l->linkage_ok =
+		    lk.parent_open && (lk.match == VHDX_PARENT_LINKED ||
+				       lk.match == VHDX_PARENT_MERGING);
 		vi->n_chain++;
 	}
 	return 0;
@@ -261,7 +265,7 @@ static void vt_text_summary(const struct vt_info *vi)
 	vt_text_size("file allocated:", vi->file_allocated);
 	if (vi->ntfs_sparse == 1)
 		vt_ntfs_sparse_advice(vi->path);
-	vt_text_size("blocks allocated:", vt_allocated(vi->d));
+	vt_text_size("blocks allocated:", vi->allocated);
 }
 
 static void vt_text_headers(const struct vhdx_description *d)
@@ -452,7 +456,7 @@ static void vt_json_summary(struct vt_json *j, const struct vt_info *vi)
 		vt_json_bool(j, "ntfs_sparse", vi->ntfs_sparse);
 	else
 		vt_json_null(j, "ntfs_sparse"); /* not on NTFS */
-	vt_json_u64(j, "allocated_bytes", vt_allocated(d));
+	vt_json_u64(j, "allocated_bytes", vi->allocated);
 	vt_json_u64(j, "current_header", (uint64_t)i->current_header);
 }
 
@@ -805,6 +809,7 @@ int vt_cmd_info(int argc, char **argv)
 	if (fstat(img.fd, &st) == 0)
 		vi.file_allocated = (uint64_t)st.st_blocks * 512;
 	vi.ntfs_sparse = vhdx_fd_ntfs_sparse(img.fd);
+	vi.allocated = vt_allocated(img.img);
 	vi.d = d;
 	if (c.json)
 		vt_print_json(&vi);

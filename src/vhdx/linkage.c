@@ -1,9 +1,7 @@
 /*
- * merge_support.c - what vhdxtool's merge and info need beyond the rest of
- * the library: the state of one payload block, a read-only open that
- * leaves the parent of a differencing image alone, so that the structures
- * of a child whose parent is missing or stale can still be shown, and what
- * makes an interrupted merge resumable.
+ * linkage.c - what ties a differencing image to its parent: the linkage
+ * as the open accepted it (vhdx_parent_linkage, vhdx_parent_match), and
+ * the DataWriteGuid that makes an interrupted merge resumable.
  *
  * Resuming a merge.  A merge first gives the parent a new DataWriteGuid
  * (one header update, fmt §4.4), then copies the child's data into it.
@@ -26,37 +24,6 @@
 #include <string.h>
 
 #include "internal.h"
-
-int vhdx_block_state(struct vhdx_image *img, uint64_t pb)
-{
-	uint64_t idx, e;
-	int ret = 0;
-
-	if (pb >= img->g.payload_blocks)
-		return -EINVAL;
-	idx = vhdx_bat_payload_index(&img->g, pb);
-	if (idx >= img->bat_entries)
-		return VHDX_BLOCK_NOT_PRESENT;
-	pthread_rwlock_rdlock(&img->lock);
-	ret = vhdx_bat_get(img, idx, &e);
-	pthread_rwlock_unlock(&img->lock);
-	return ret < 0 ? ret : (int)(e & VHDX_BAT_STATE_MASK);
-}
-
-int vhdx_open_detached(struct vhdx_image **out, const struct vhdx_io *io,
-		       const struct vhdx_open_opts *opts)
-{
-	struct vhdx_open_opts o = {.flags =
-				       VHDX_OPEN_RDONLY | VHDX_OPEN_NO_PARENT};
-
-	if (opts) {
-		o.flags |= opts->flags & VHDX_OPEN_FULL_BAT;
-		o.msg = opts->msg;
-		o.msg_opaque = opts->msg_opaque;
-		o.bat_eager_max = opts->bat_eager_max;
-	}
-	return vhdx_open(out, io, &o);
-}
 
 /* splitmix64's output function: a bijective 64-bit mix. */
 static uint64_t mix64(uint64_t x)
@@ -112,34 +79,17 @@ int vhdx_merge_parent_guid(const struct vhdx_image *child, uint8_t guid[16])
 	return 0;
 }
 
-/*
- * What the first write of a session does (write.c: a new LogGuid and
- * DataWriteGuid in one header update), with the caller's DataWriteGuid:
- * the header update copies the current header's defined bytes, so the
- * GUID is put there first.
- */
-int vhdx_set_data_write_guid(struct vhdx_image *img, const uint8_t guid[16])
+void vhdx_parent_linkage(const struct vhdx_image *img, struct vhdx_linkage *l)
 {
-	uint8_t lg[16];
-	int ret;
-
-	pthread_mutex_lock(&img->meta_lock);
-	if (img->read_only) {
-		ret = img->broken ? img->broken : -EROFS;
-	} else if (img->data_guid_renewed) {
-		ret = -EBUSY;
-	} else {
-		memcpy(img->hdr[img->cur] + VHDX_HDR_DATA_WRITE_GUID, guid, 16);
-		vhdx_guid_generate(lg);
-		ret = vhdx_header_update(img, lg, false);
-		if (ret == 0) {
-			memcpy(img->data_write_guid, guid, 16);
-			img->data_guid_renewed = true;
-			img->log_active = true;
-			img->log_pos = 0;
-			img->log_seq = 1;
-		}
-	}
-	pthread_mutex_unlock(&img->meta_lock);
-	return ret;
+	memset(l, 0, sizeof(*l));
+	l->has_parent = !!(img->fp_flags & VHDX_FP_HAS_PARENT);
+	if (!l->has_parent)
+		return;
+	l->linkage_valid = !vhdx_guid_is_zero(img->linkage);
+	memcpy(l->linkage, img->linkage, 16);
+	if (!img->parent)
+		return;
+	l->parent_open = 1;
+	l->match = img->parent_match;
+	memcpy(l->parent_dwg, img->parent->data_write_guid, 16);
 }
