@@ -66,7 +66,7 @@ int vhdx_geom_init_report(struct vhdx_image *img, uint64_t virtual_size,
 			 "virtual disk size %llu)",
 			 why, block_size, logical_sector,
 			 (unsigned long long)virtual_size);
-		return -EINVAL;
+		return -EUCLEAN;
 	}
 	return vhdx_geom_init(&img->g, virtual_size, block_size,
 			      logical_sector);
@@ -137,7 +137,7 @@ static int check_entry(struct vhdx_image *img, uint64_t i, uint64_t *len,
 		vhdx_err(img,
 			 "BAT: entry %llu (0x%016llx) has reserved bits set",
 			 (unsigned long long)i, (unsigned long long)e);
-		return -EINVAL;
+		return -EUCLEAN;
 	}
 	if (vhdx_bat_is_bitmap_slot(&img->g, i)) {
 		if (state == VHDX_SB_BLOCK_NOT_PRESENT)
@@ -148,7 +148,7 @@ static int check_entry(struct vhdx_image *img, uint64_t i, uint64_t *len,
 				 "invalid in a %s image",
 				 (unsigned long long)i, state,
 				 diff ? "differencing" : "non-differencing");
-			return -EINVAL;
+			return -EUCLEAN;
 		}
 		*len = VHDX_SECTOR_BITMAP_BLOCK_SIZE;
 		return 0;
@@ -163,7 +163,7 @@ static int check_entry(struct vhdx_image *img, uint64_t i, uint64_t *len,
 			 (unsigned long long)i, state,
 			 state == 4 ? "reserved" : "PARTIALLY_PRESENT",
 			 diff ? "differencing" : "non-differencing");
-		return -EINVAL;
+		return -EUCLEAN;
 	}
 	count[state]++;
 	if (state == VHDX_BLOCK_FULLY_PRESENT ||
@@ -193,7 +193,7 @@ static int check_locations(struct vhdx_image *img, struct used_block *u,
 				 "header section",
 				 (unsigned long long)u[k].index,
 				 (unsigned long long)s);
-			return -EINVAL;
+			return -EUCLEAN;
 		}
 		if (s > VHDX_MAX_OFF - l || s + l > img->eff_size) {
 			vhdx_err(img,
@@ -203,7 +203,7 @@ static int check_locations(struct vhdx_image *img, struct used_block *u,
 				 (unsigned long long)u[k].index,
 				 (unsigned long long)s, (unsigned long long)l,
 				 (unsigned long long)img->eff_size);
-			return -EINVAL;
+			return -EUCLEAN;
 		}
 		if (k + 1 < n && s + l > u[k + 1].start) {
 			vhdx_err(img,
@@ -213,7 +213,7 @@ static int check_locations(struct vhdx_image *img, struct used_block *u,
 				 (unsigned long long)u[k + 1].index,
 				 (unsigned long long)s,
 				 (unsigned long long)u[k + 1].start);
-			return -EINVAL;
+			return -EUCLEAN;
 		}
 		for (size_t x = 0; x < img->n_extents; x++) {
 			const struct vhdx_extent *e = &img->extents[x];
@@ -224,7 +224,7 @@ static int check_locations(struct vhdx_image *img, struct used_block *u,
 					 "inside the %s",
 					 (unsigned long long)u[k].index,
 					 (unsigned long long)s, e->what);
-				return -EINVAL;
+				return -EUCLEAN;
 			}
 		}
 	}
@@ -250,7 +250,7 @@ static int check_partial(struct vhdx_image *img, uint64_t used)
 				 "chunk has no sector bitmap (entry %llu)",
 				 (unsigned long long)pb,
 				 (unsigned long long)sb);
-			return -EINVAL;
+			return -EUCLEAN;
 		}
 	}
 	return 0;
@@ -355,7 +355,7 @@ int vhdx_read_bat(struct vhdx_image *img)
 			 (unsigned long long)need,
 			 (unsigned long long)img->g.payload_blocks,
 			 img->g.block_size);
-		return -EINVAL;
+		return -EUCLEAN;
 	}
 	/*
 	 * Entries past the last block's chunk are unused: load only what the
@@ -395,7 +395,7 @@ int vhdx_read_bat(struct vhdx_image *img)
  *    image that is ever written is opened eagerly, with the full check.
  *  - a PARTIALLY_PRESENT block's sector bitmap entry is checked when the
  *    block is read (vhdx_read_partial), through vhdx_bat_get.
- * Returns 0, -EINVAL (an entry is invalid, reported) or another -errno.
+ * Returns 0, -EUCLEAN (an entry is invalid, reported) or another -errno.
  */
 static int load_segment(struct vhdx_image *img, uint64_t seg, uint64_t count[8])
 {
@@ -417,7 +417,7 @@ static int load_segment(struct vhdx_image *img, uint64_t seg, uint64_t count[8])
 			 (unsigned long long)first,
 			 (unsigned long long)(end - 1), (unsigned long long)off,
 			 strerror(-ret));
-		return ret == -EINVAL ? -EIO : ret;
+		return ret;
 	}
 	decode_entries(img->bat + first, end - first);
 	ret = check_entries(img, first, end, count, &u, &n);
@@ -467,7 +467,7 @@ int vhdx_bat_load(struct vhdx_image *img, uint64_t seg)
 					 __ATOMIC_RELEASE);
 			__atomic_add_fetch(&img->bat_segs_ready, 1,
 					   __ATOMIC_RELEASE);
-		} else if (ret == -EINVAL) {
+		} else if (ret == -EUCLEAN) {
 			__atomic_store_n(&img->bat_seg[seg], VHDX_SEG_BAD,
 					 __ATOMIC_RELAXED);
 			report_bad_segment(img, seg);

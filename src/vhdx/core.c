@@ -75,7 +75,7 @@ int vhdx_file_read(struct vhdx_image *img, void *buf, size_t len, uint64_t off)
 	int ret;
 
 	if (off > VHDX_MAX_OFF || len > VHDX_MAX_OFF - off)
-		return -EINVAL;
+		return -EUCLEAN;
 	if (!img->ov_count)
 		return raw_read(img, p, len, off);
 	while (len) {
@@ -111,7 +111,7 @@ int vhdx_extent_add(struct vhdx_image *img, uint64_t start, uint64_t length,
 	if (start > UINT64_MAX - length) {
 		vhdx_err(img, "%s: range 0x%llx+0x%llx overflows", what,
 			 (unsigned long long)start, (unsigned long long)length);
-		return -EINVAL;
+		return -EUCLEAN;
 	}
 	for (size_t i = 0; i < img->n_extents; i++) {
 		e = &img->extents[i];
@@ -123,7 +123,7 @@ int vhdx_extent_add(struct vhdx_image *img, uint64_t start, uint64_t length,
 				 (unsigned long long)length, e->what,
 				 (unsigned long long)e->start,
 				 (unsigned long long)e->length);
-			return -EINVAL;
+			return -EUCLEAN;
 		}
 	}
 	e = realloc(img->extents, (img->n_extents + 1) * sizeof(*e));

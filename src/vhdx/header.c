@@ -17,7 +17,7 @@ int vhdx_read_file_id(struct vhdx_image *img)
 			 "file identifier: file is %llu bytes, too small for "
 			 "the 1 MiB header section of a VHDX image",
 			 (unsigned long long)img->file_size);
-		return -EINVAL;
+		return -EUCLEAN;
 	}
 	ret = vhdx_file_read(img, buf, sizeof(buf), VHDX_FILE_ID_OFFSET);
 	if (ret < 0) {
@@ -28,7 +28,7 @@ int vhdx_read_file_id(struct vhdx_image *img)
 	if (memcmp(buf, VHDX_FILE_ID_SIG, 8) != 0) {
 		vhdx_err(img, "file identifier: signature 'vhdxfile' not found "
 			      "at offset 0: not a VHDX image");
-		return -EINVAL;
+		return -EUCLEAN;
 	}
 	/* diagnostic text only: stop at a NUL, show what is not text as '?' */
 	vhdx_utf16_decode(buf + VHDX_FILE_ID_CREATOR, VHDX_FILE_ID_CREATOR_LEN,
@@ -61,7 +61,7 @@ static bool header_valid(struct vhdx_image *img, int i)
 	return true;
 }
 
-/* Pick the current header (fmt §4.2); -EINVAL if there is none. */
+/* Pick the current header (fmt §4.2); -EUCLEAN if there is none. */
 static int choose_header(struct vhdx_image *img)
 {
 	uint64_t s0 = le64_get(img->hdr[0] + VHDX_HDR_SEQ);
@@ -70,7 +70,7 @@ static int choose_header(struct vhdx_image *img)
 	if (!img->hdr_valid[0] && !img->hdr_valid[1]) {
 		vhdx_err(img, "header: neither header 1 nor header 2 is valid "
 			      "(signature or checksum)");
-		return -EINVAL;
+		return -EUCLEAN;
 	}
 	if (img->hdr_valid[0] && img->hdr_valid[1]) {
 		if (s0 == s1) {
@@ -81,7 +81,7 @@ static int choose_header(struct vhdx_image *img)
 					 "header: both headers have sequence "
 					 "number %llu but differ",
 					 (unsigned long long)s0);
-				return -EINVAL;
+				return -EUCLEAN;
 			}
 			img->cur = 0;
 		} else {
@@ -110,13 +110,13 @@ static int check_current_header(struct vhdx_image *img)
 	if (version != 1) {
 		vhdx_err(img, "header %d: unsupported version %u (expected 1)",
 			 n, version);
-		return -EINVAL;
+		return -EUCLEAN;
 	}
 	if (log_version != 0 && !vhdx_guid_is_zero(img->log_guid)) {
 		vhdx_err(img,
 			 "header %d: unsupported log version %u (expected 0)",
 			 n, log_version);
-		return -EINVAL;
+		return -EUCLEAN;
 	}
 	if (img->log_offset % VHDX_ALIGN || img->log_offset < VHDX_ALIGN ||
 	    img->log_offset > VHDX_MAX_OFF) {
@@ -124,13 +124,13 @@ static int check_current_header(struct vhdx_image *img)
 			 "header %d: log offset 0x%llx is not a multiple of "
 			 "1 MiB past the header section",
 			 n, (unsigned long long)img->log_offset);
-		return -EINVAL;
+		return -EUCLEAN;
 	}
 	if (img->log_length % VHDX_ALIGN) {
 		vhdx_err(img,
 			 "header %d: log length %u is not a multiple of 1 MiB",
 			 n, img->log_length);
-		return -EINVAL;
+		return -EUCLEAN;
 	}
 	if (img->log_length == 0) {
 		if (!vhdx_guid_is_zero(img->log_guid)) {
@@ -138,7 +138,7 @@ static int check_current_header(struct vhdx_image *img)
 				 "header %d: log GUID set but the log "
 				 "length is 0",
 				 n);
-			return -EINVAL;
+			return -EUCLEAN;
 		}
 		return 0;
 	}
@@ -180,7 +180,7 @@ static int header_write_slot(struct vhdx_image *img, int i,
 	if (img->seq == UINT64_MAX) {
 		vhdx_err(img, "header: sequence number would wrap; refusing "
 			      "to update the headers");
-		return -EINVAL;
+		return -EUCLEAN;
 	}
 	memcpy(h, img->hdr[img->cur], VHDX_HDR_DEFINED_LEN);
 	le64_put(h + VHDX_HDR_SEQ, img->seq + 1);

@@ -140,7 +140,7 @@ static int describe_locator(struct vhdx_image *img, struct vhdx_description *d,
 		ret = vhdx_locator_decode(img, pl, m->length, &d->locator,
 					  &d->n_locator);
 		d->locator_ok = ret == 0;
-		if (ret == -EINVAL)
+		if (ret == -EUCLEAN)
 			ret = 0;
 	}
 	free(pl);

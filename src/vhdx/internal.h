@@ -299,7 +299,8 @@ void vhdx_msgf(const struct vhdx_image *img, enum vhdx_msg_level level,
  * Read file bytes as the current metadata sees them: through the log
  * overlay, with bytes past the physical end of file at open (or past the
  * end that allocation has grown it to) read as zeros.  A file now shorter
- * than that fails the read with -EIO (reported once).
+ * than that fails the read with -EIO (reported once); a range past what
+ * any VHDX file can hold comes from a damaged structure: -EUCLEAN.
  */
 int vhdx_file_read(struct vhdx_image *img, void *buf, size_t len, uint64_t off);
 /* Register a used range; fails with -EUCLEAN if it overlaps another. */
@@ -380,7 +381,7 @@ struct vhdx_kv;
  * Decode the n entries of the locator item pl (len bytes): each key and
  * value past the header, non-empty, of even length, inside the item and
  * valid UTF-16.  On success *kv holds the pairs (vhdx_locator_free);
- * otherwise -EINVAL (reported to img's sink) or -ENOMEM.
+ * otherwise -EUCLEAN (reported to img's sink) or -ENOMEM.
  */
 int vhdx_locator_decode(const struct vhdx_image *img, const uint8_t *pl,
 			uint32_t len, struct vhdx_kv **kv, size_t *n);

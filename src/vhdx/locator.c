@@ -39,14 +39,14 @@ int vhdx_locator_decode(const struct vhdx_image *img, const uint8_t *pl,
 			 "parent locator: %u bytes, shorter than its "
 			 "header",
 			 len);
-		return -EINVAL;
+		return -EUCLEAN;
 	}
 	n = le16_get(pl + VHDX_PL_KEY_VALUE_COUNT);
 	if (VHDX_PL_HEADER_SIZE + (uint64_t)n * VHDX_PL_ENTRY_SIZE > len) {
 		vhdx_err(img,
 			 "parent locator: %u entries do not fit in %u bytes", n,
 			 len);
-		return -EINVAL;
+		return -EUCLEAN;
 	}
 	kv = calloc(n ? n : 1, sizeof(*kv));
 	if (!kv)
@@ -61,7 +61,7 @@ int vhdx_locator_decode(const struct vhdx_image *img, const uint8_t *pl,
 			vhdx_err(img,
 				 "parent locator: entry %u is out of bounds",
 				 i);
-			ret = -EINVAL;
+			ret = -EUCLEAN;
 			break;
 		}
 		kv[i].key = vhdx_utf16_to_utf8(pl + ko, kl, VHDX_U16_STRICT);
@@ -70,7 +70,7 @@ int vhdx_locator_decode(const struct vhdx_image *img, const uint8_t *pl,
 			vhdx_err(img,
 				 "parent locator: entry %u is not valid UTF-16",
 				 i);
-			ret = -EINVAL;
+			ret = -EUCLEAN;
 		}
 	}
 	if (ret < 0) {

@@ -250,7 +250,7 @@ static int find_active(struct log_ctx *c, struct log_seq *best, bool *any_valid,
 	if (ret == 0 && c->crc_budget == 0) {
 		vhdx_err(c->img, "log: too many overlapping entry candidates "
 				 "(scan limit reached); refusing the log");
-		ret = -EINVAL;
+		ret = -EUCLEAN;
 	}
 	return ret;
 }
@@ -317,7 +317,7 @@ static int replay_entry(const struct log_ctx *c, const struct log_entry *e,
 			if (*zero_bytes > VHDX_OV_MAX_ZERO_BYTES) {
 				vhdx_err(img, "log: zero descriptors cover "
 					      "more than 256 MiB");
-				return -EINVAL;
+				return -EUCLEAN;
 			}
 			for (uint64_t z = 0; z < zl;
 			     z += VHDX_LOG_SECTOR_SIZE) {
@@ -385,7 +385,7 @@ static int log_read(struct vhdx_image *img, struct log_ctx *c)
 			 "(%llu bytes): truncated image?",
 			 (unsigned long long)img->log_offset, img->log_length,
 			 (unsigned long long)img->file_size);
-		return -EINVAL;
+		return -EUCLEAN;
 	}
 	if (img->log_length > LOG_MAX_LENGTH) {
 		vhdx_err(img,
@@ -416,12 +416,12 @@ static int check_head(struct vhdx_image *img, const struct log_entry *head)
 			 "bytes were durable: truncated image",
 			 (unsigned long long)img->file_size,
 			 (unsigned long long)head->flushed_file_offset);
-		return -EINVAL;
+		return -EUCLEAN;
 	}
 	if (head->last_file_offset > VHDX_MAX_OFF) {
 		vhdx_err(img, "log: last file offset 0x%llx is out of range",
 			 (unsigned long long)head->last_file_offset);
-		return -EINVAL;
+		return -EUCLEAN;
 	}
 	if (head->last_file_offset > img->eff_size)
 		img->eff_size = head->last_file_offset;
@@ -451,7 +451,7 @@ int vhdx_log_load(struct vhdx_image *img)
 				 "log: entries for log GUID {%s} exist but "
 				 "none forms a complete sequence",
 				 gs);
-			ret = -EINVAL;
+			ret = -EUCLEAN;
 			goto out;
 		}
 		/* a crash between setting LogGuid and the first entry */

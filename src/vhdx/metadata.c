@@ -68,7 +68,7 @@ static int check_entry(struct vhdx_image *img, const uint8_t *e,
 			 "metadata: item {%s} (entry %u) has offset 0x%x "
 			 "length 0x%x outside the metadata region",
 			 gs, idx, off, len);
-		return -EINVAL;
+		return -EUCLEAN;
 	}
 	if (k < 0) {
 		if (flags & VHDX_MT_FLAG_IS_REQUIRED) {
@@ -83,12 +83,12 @@ static int check_entry(struct vhdx_image *img, const uint8_t *e,
 	if (loc[k].present) {
 		vhdx_err(img, "metadata: duplicate %s item",
 			 known_items[k].name);
-		return -EINVAL;
+		return -EUCLEAN;
 	}
 	if (len < known_items[k].min_len) {
 		vhdx_err(img, "metadata: %s item is %u bytes (needs %u)",
 			 known_items[k].name, len, known_items[k].min_len);
-		return -EINVAL;
+		return -EUCLEAN;
 	}
 	loc[k] = (struct item_loc){true, off, len};
 	return 0;
@@ -104,12 +104,12 @@ static int check_table(struct vhdx_image *img, const uint8_t *t,
 	if (memcmp(t, VHDX_METADATA_SIG, 8) != 0) {
 		vhdx_err(img, "metadata: table signature 'metadata' not found "
 			      "at the start of the metadata region");
-		return -EINVAL;
+		return -EUCLEAN;
 	}
 	if (count > VHDX_MT_MAX_ENTRIES) {
 		vhdx_err(img, "metadata: table has %u entries (at most %u)",
 			 count, VHDX_MT_MAX_ENTRIES);
-		return -EINVAL;
+		return -EUCLEAN;
 	}
 	for (unsigned int i = 0; i < count; i++) {
 		const uint8_t *e =
@@ -128,7 +128,7 @@ static int check_table(struct vhdx_image *img, const uint8_t *t,
 					 "metadata: entries %u and %u "
 					 "have the same item id",
 					 j, i);
-				return -EINVAL;
+				return -EUCLEAN;
 			}
 		}
 		ret = check_entry(img, e, i, loc);
@@ -138,7 +138,7 @@ static int check_table(struct vhdx_image *img, const uint8_t *t,
 	if (users > VHDX_MT_MAX_USER_ENTRIES) {
 		vhdx_err(img, "metadata: %u user items (at most %u)", users,
 			 VHDX_MT_MAX_USER_ENTRIES);
-		return -EINVAL;
+		return -EUCLEAN;
 	}
 	return 0;
 }
@@ -165,7 +165,7 @@ static int read_items(struct vhdx_image *img, const struct item_loc *loc)
 		if (!loc[k].present) {
 			vhdx_err(img, "metadata: required %s item is missing",
 				 known_items[k].name);
-			return -EINVAL;
+			return -EUCLEAN;
 		}
 	}
 	if ((ret = read_item(img, &loc[ITEM_FILE_PARAMETERS], fp, 8)) < 0 ||
@@ -191,7 +191,7 @@ static int read_items(struct vhdx_image *img, const struct item_loc *loc)
 			 "metadata: physical sector size %u is not 512 "
 			 "or 4096",
 			 img->physical_sector);
-		return -EINVAL;
+		return -EUCLEAN;
 	}
 	return vhdx_geom_init_report(img, vsize, block_size, le32_get(lss));
 }
@@ -204,7 +204,7 @@ static int read_parent_locator(struct vhdx_image *img, const struct item_loc *l)
 		vhdx_err(img,
 			 "metadata: differencing image (HasParent) without "
 			 "a parent locator item");
-		return -EINVAL;
+		return -EUCLEAN;
 	}
 	img->parent_locator = malloc(l->length);
 	if (!img->parent_locator)

@@ -37,7 +37,7 @@ static int open_steps(struct vhdx_image *img, const struct vhdx_open_opts *opts)
 			 "header: sequence number %llu is too close to "
 			 "its maximum to open the image for writing",
 			 (unsigned long long)img->seq);
-		return -EINVAL;
+		return -EUCLEAN;
 	}
 	if ((ret = vhdx_log_load(img)) < 0)
 		return ret;

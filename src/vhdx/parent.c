@@ -60,7 +60,7 @@ static int locator_keep(struct vhdx_image *img, struct vhdx_kv *kv,
 	if (*slot) {
 		vhdx_err(img, "parent locator: key '%s' appears twice",
 			 kv->key);
-		return -EINVAL;
+		return -EUCLEAN;
 	}
 	*slot = kv->value;
 	kv->value = NULL;
@@ -91,11 +91,11 @@ static int parse_locator(struct vhdx_image *img, struct locator *l)
 		return ret;
 	if (!l->linkage) {
 		vhdx_err(img, "parent locator: no parent_linkage key");
-		return -EINVAL;
+		return -EUCLEAN;
 	}
 	if (!l->relative && !l->volume && !l->absolute) {
 		vhdx_err(img, "parent locator: no path to the parent");
-		return -EINVAL;
+		return -EUCLEAN;
 	}
 	return 0;
 }
@@ -407,7 +407,7 @@ static int try_candidate(struct vhdx_image *img, const struct locator *l,
 		snprintf(reason, rlen,
 			 "logical sector size %u differs from the child's %u",
 			 p->g.logical_sector, img->g.logical_sector);
-		ret = -EINVAL;
+		ret = -EUCLEAN;
 		goto fail;
 	}
 	p->msg = parent_msg; /* cap is gone when this returns */

@@ -111,7 +111,7 @@ static int region_entry(struct vhdx_image *img, const uint8_t *t,
 	}
 	if ((is_bat && *seen_bat) || (is_meta && *seen_meta)) {
 		vhdx_err(img, "region table: duplicate %s entry", what);
-		return -EINVAL;
+		return -EUCLEAN;
 	}
 	if (off % VHDX_ALIGN || off < VHDX_ALIGN || len == 0 ||
 	    len % VHDX_ALIGN || off > VHDX_MAX_OFF - len) {
@@ -119,7 +119,7 @@ static int region_entry(struct vhdx_image *img, const uint8_t *t,
 			 "region table: entry %u ({%s}, %s) has offset 0x%llx "
 			 "length 0x%x: not non-empty and 1 MiB aligned",
 			 idx, gs, what, (unsigned long long)off, len);
-		return -EINVAL;
+		return -EUCLEAN;
 	}
 	if (off + len > img->file_size) {
 		vhdx_err(img,
@@ -127,7 +127,7 @@ static int region_entry(struct vhdx_image *img, const uint8_t *t,
 			 "the end of the file (%llu bytes): truncated image?",
 			 what, (unsigned long long)off, len,
 			 (unsigned long long)img->file_size);
-		return -EINVAL;
+		return -EUCLEAN;
 	}
 	if (is_bat) {
 		*seen_bat = true;
@@ -162,7 +162,7 @@ static int parse_table(struct vhdx_image *img, const uint8_t *t)
 					 "region table: region {%s} listed "
 					 "twice",
 					 gs);
-				return -EINVAL;
+				return -EUCLEAN;
 			}
 		}
 		ret = region_entry(img, t, i, &seen_bat, &seen_meta);
@@ -172,7 +172,7 @@ static int parse_table(struct vhdx_image *img, const uint8_t *t)
 	if (!seen_bat || !seen_meta) {
 		vhdx_err(img, "region table: no %s region entry",
 			 !seen_bat ? "BAT" : "metadata");
-		return -EINVAL;
+		return -EUCLEAN;
 	}
 	return 0;
 }
@@ -182,7 +182,7 @@ int vhdx_read_regions(struct vhdx_image *img)
 	static const uint64_t offs[2] = {VHDX_REGION1_OFFSET,
 					 VHDX_REGION2_OFFSET};
 	uint8_t *t = malloc(VHDX_REGION_TABLE_SIZE);
-	int ret = -EINVAL;
+	int ret = -EUCLEAN;
 
 	if (!t)
 		return -ENOMEM;
@@ -204,7 +204,7 @@ int vhdx_read_regions(struct vhdx_image *img)
 	}
 	vhdx_err(img, "region table: neither copy is valid (signature, "
 		      "checksum or entry count)");
-	ret = -EINVAL;
+	ret = -EUCLEAN;
 out:
 	free(t);
 	return ret;

@@ -268,6 +268,11 @@ const char *vhdx_parent_path(const struct vhdx_image *img);
  * Open and validate an image.  On success *out holds the image and 0 is
  * returned; on failure a negative errno is returned and at least one
  * VHDX_MSG_ERR message naming the broken structure has been sent to the sink.
+ * The errors say whose fault it is: -EUCLEAN the file is not a valid VHDX
+ * image (a damaged or foreign structure), -EOPNOTSUPP it uses what is not
+ * supported, -EINVAL the caller's options are contradictory; the others
+ * (-EIO, -ENOMEM, -ENOENT or -ESTALE for a parent, ...) are what happened.
+ * The library never returns -EINVAL for the contents of an image.
  * The io table is copied; its opaque pointer must outlive the image.
  */
 int vhdx_open(struct vhdx_image **out, const struct vhdx_io *io,

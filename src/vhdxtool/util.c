@@ -92,9 +92,10 @@ void vt_vhdx_msg(void *opaque, enum vhdx_msg_level level, const char *msg)
 
 int vt_exit_for_open_error(int err)
 {
-	/* what the image contains, as opposed to what happened reading it */
-	return err == -EINVAL || err == -EOPNOTSUPP ? VT_EXIT_PROBLEMS
-						    : VT_EXIT_FAILURE;
+	/* what the image contains (vhdx_open: -EUCLEAN damaged, -EOPNOTSUPP
+	 * unsupported), as opposed to what happened reading it */
+	return err == -EUCLEAN || err == -EOPNOTSUPP ? VT_EXIT_PROBLEMS
+						     : VT_EXIT_FAILURE;
 }
 
 /* ---- sizes ---- */
