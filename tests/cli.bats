@@ -60,27 +60,6 @@ virtual_size() {
 		python3 -c 'import json, sys; print(json.load(sys.stdin)["virtual-size"])'
 }
 
-# PIDs of the vhdxfuse processes that have MOUNTPOINT as an argument.
-daemon_pids() {
-	local mnt=$1 p
-	for p in $(pgrep -x vhdxfuse); do
-		tr '\0' '\n' <"/proc/$p/cmdline" 2>/dev/null |
-			grep -qxF -- "$mnt" && echo "$p"
-	done
-	return 0
-}
-
-# 0 once PID has exited (a zombie waiting for init counts as exited).
-wait_exited() {
-	local pid=$1 deadline=$((SECONDS + $2)) st
-	while st=$(ps -o stat= -p "$pid" 2>/dev/null); do
-		[[ $st == Z* ]] && return 0
-		[ "$SECONDS" -ge "$deadline" ] && return 1
-		sleep 0.05
-	done
-	return 0
-}
-
 # Succeeds if an exclusive fcntl (lockf) lock on FILE can be taken now.
 can_write_lock() {
 	python3 - "$1" <<'EOF'
@@ -91,11 +70,6 @@ with open(sys.argv[1], "r+b") as f:
     except OSError:
         sys.exit(1)
 EOF
-}
-
-assert_not_mounted() {
-	run findmnt -rn -M "$1"
-	assert_failure
 }
 
 # The exposed file of MNT equals the reference.
@@ -974,7 +948,7 @@ print(len(os.pread(fd, 4096, size - 100)), len(os.pread(fd, 10, size)),
 	[ "$(ps -o sid= -p "${pids[0]}" | tr -d ' ')" = "${pids[0]}" ]
 	assert_same_content "$MNT/disk.raw" "$T/ref.raw"
 	fusermount3 -u "$MNT"
-	wait_exited "${pids[0]}" 10
+	wait_pid_gone "${pids[0]}" 10
 	assert_not_mounted "$MNT"
 	can_write_lock "$IMG"
 }
@@ -1018,7 +992,7 @@ print(len(os.pread(fd, 4096, size - 100)), len(os.pread(fd, 10, size)),
 	VF_PIDS+=("${pids[0]}")
 	[ "$(readlink "/proc/${pids[0]}/cwd")" = / ]
 	kill -TERM "${pids[0]}"
-	wait_exited "${pids[0]}" 10
+	wait_pid_gone "${pids[0]}" 10
 	assert_not_mounted "$MNT"
 }
 

@@ -59,27 +59,6 @@ install_daemon() {
 	VF_INSTALLED+=(/usr/local/bin/vhdxfuse)
 }
 
-# PIDs of the vhdxfuse processes that have MOUNTPOINT as an argument.
-daemon_pids() {
-	local mnt=$1 p
-	for p in $(pgrep -x vhdxfuse); do
-		tr '\0' '\n' <"/proc/$p/cmdline" 2>/dev/null |
-			grep -qxF -- "$mnt" && echo "$p"
-	done
-	return 0
-}
-
-# 0 once PID has exited (a zombie waiting for init counts as exited).
-wait_exited() {
-	local pid=$1 deadline=$((SECONDS + $2)) st
-	while st=$(ps -o stat= -p "$pid" 2>/dev/null); do
-		[[ $st == Z* ]] && return 0
-		[ "$SECONDS" -ge "$deadline" ] && return 1
-		sleep 0.05
-	done
-	return 0
-}
-
 # fstab_mount SPEC MOUNTPOINT TYPE OPTIONS: mount through a temporary fstab.
 fstab_mount() {
 	printf '%s %s %s %s 0 0\n' "$1" "$2" "$3" "$4" >"$T/fstab"
@@ -108,7 +87,7 @@ umount_and_check() {
 	assert_success
 	run findmnt -rn -M "$mnt"
 	assert_failure
-	wait_exited "$VF_DAEMON" 0
+	wait_pid_gone "$VF_DAEMON" 0
 }
 
 @test "fstab type fuse.vhdxfuse with ro,nofail,x-systemd.automount" {

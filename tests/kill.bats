@@ -44,11 +44,6 @@ teardown() {
 	common_teardown
 }
 
-# A line in the TAP stream (shown by bats and kept in the .log of make).
-note() {
-	sed 's/^/# /' <<<"$*" >&3
-}
-
 # vhdxtool check IMG: clean, or nothing but a dirty log (a replay pending,
 # or a LogGuid set before the first entry was written) and leaked space.
 vhdxtool_check_killed() {

@@ -43,10 +43,6 @@ teardown() {
 	common_teardown
 }
 
-note() {
-	sed 's/^/# /' <<<"$*" >&3
-}
-
 seed() {
 	echo "${WRITE_SEED:-$((RANDOM * 32768 + RANDOM))}"
 }

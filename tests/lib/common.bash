@@ -67,15 +67,40 @@ common_teardown() {
 	return 0
 }
 
-# wait_pid_gone PID SECONDS: 0 once PID has exited, 1 on timeout.
+# wait_pid_gone PID SECONDS: 0 once PID has exited, 1 on timeout.  A zombie
+# counts as exited: a daemon that detached is reaped by init, not by us.
 wait_pid_gone() {
-	local pid=$1 deadline=$((SECONDS + $2))
-	while kill -0 "$pid" 2>/dev/null; do
+	local pid=$1 deadline=$((SECONDS + $2)) st
+	while st=$(ps -o stat= -p "$pid" 2>/dev/null); do
+		[[ $st == Z* ]] && return 0
 		[ "$SECONDS" -ge "$deadline" ] && return 1
 		sleep 0.05
 	done
 	return 0
 }
+
+# PIDs of the vhdxfuse processes that have MOUNTPOINT as an argument.
+daemon_pids() {
+	local mnt=$1 p
+	for p in $(pgrep -x vhdxfuse); do
+		tr '\0' '\n' <"/proc/$p/cmdline" 2>/dev/null |
+			grep -qxF -- "$mnt" && echo "$p"
+	done
+	return 0
+}
+
+# note TEXT...: show TEXT in bats' output, each line as a "# " comment.
+note() {
+	sed 's/^/# /' <<<"$*" >&3
+}
+
+# le64 NUMBER: NUMBER as 8 little-endian bytes, in hex.
+le64() {
+	python3 -c 'import struct,sys; print(struct.pack("<Q", int(sys.argv[1], 0)).hex())' "$1"
+}
+
+# sleep_ms MILLISECONDS
+sleep_ms() { sleep "$(printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)))"; }
 
 # vf_mount IMAGE MOUNTPOINT [daemon options...]
 # Starts the daemon in the foreground (-f) in the background, waits up to 10 s
@@ -175,7 +200,8 @@ vf_start() {
 	output=$(cat "$T/vf_start.out")
 }
 
-# assert_not_mounted MOUNTPOINT
+# assert_not_mounted MOUNTPOINT: fail, showing the mount, if anything is
+# mounted at MOUNTPOINT.  ($output and $status of the last run are kept.)
 assert_not_mounted() {
 	if findmnt -rn -M "$1" >/dev/null 2>&1; then
 		echo "$1 is mounted:" >&2
