@@ -23,11 +23,11 @@
 bats_require_minimum_version 1.5.0
 
 load lib/common
+load lib/corpus
 
 MiB=1048576
 # virtual bytes per chunk with 512-byte logical sectors: 2^23 sectors
 CHUNK=$((1 << 32))
-CORPUS=$SHARED_DIR/corpus
 
 setup() {
 	common_setup
@@ -246,25 +246,6 @@ vhdi_compare() {
 }
 
 # ------------------------------------------------------------ corpus copies
-
-manifest_field() {
-	awk -F'\t' -v f="$1" -v c="$2" '
-		NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
-		$1 == f { print $(col[c]); found = 1 }
-		END { exit !found }' "$CORPUS/MANIFEST.tsv"
-}
-
-# unpack FILE: a private copy of the corpus image in $T; sets IMG.
-unpack() {
-	[ -f "$CORPUS/MANIFEST.tsv" ] ||
-		skip "no corpus at $CORPUS (set SHARED_DIR)"
-	require_cmd xz
-	IMG=$T/${1%.xz}
-	xz -dc "$CORPUS/$1" |
-		dd of="$IMG" bs=1M conv=sparse iflag=fullblock status=none
-	assert_equal "$(fast_sha256 "$IMG")" \
-		"$(manifest_field "$1" container_sha256)"
-}
 
 # corpus_write FILE COUNT: seeded writes into a copy of a corpus image.
 corpus_write() {
