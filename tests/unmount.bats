@@ -24,7 +24,7 @@ setup() {
 	IMG=$S/disk.vhdx
 	MNT=$T/mnt
 	mkdir "$MNT"
-	VF_MOUNTS+=("$MNT")
+	vf_track "$MNT"
 	qemu-img create -q -f vhdx -o block_size=1M "$IMG" 16M
 	qemu-img convert -f vhdx -O raw "$IMG" "$T/ref.raw"
 	VHDXTOOL=$TOP_BUILDDIR/vhdxtool
@@ -32,9 +32,8 @@ setup() {
 
 teardown() {
 	local p
-	for m in "${VF_MOUNTS[@]}"; do
-		p=$(record_pid "$m" 2>/dev/null) && VF_PIDS+=("$p")
-	done
+	# the daemons mount(8) and vhdxfuse started, by their runtime record
+	p=$(record_pid "$MNT" 2>/dev/null) && vf_track "$MNT" "$p"
 	common_teardown
 	sbin_teardown
 	[ "$S" = "$T" ] || rm -rf "$S"
