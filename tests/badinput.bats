@@ -143,7 +143,8 @@ mk_data_image() {
 	# in use: another image is mounted there
 	mk_vhdx "$T/other.vhdx" $((8 * MiB))
 	vf_mount "$T/other.vhdx" "$T/mnt" -o ro
-	local first=$VF_PID
+	local first
+	first=$(vf_pid "$T/mnt")
 	vf_start "$T/img.vhdx" "$T/mnt" -o ro
 	echo "$status: $output"
 	[ "$status" -eq 32 ]
@@ -151,7 +152,6 @@ mk_data_image() {
 	# the first mount is still the one serving
 	[ "$(findmnt -rn -M "$T/mnt" -o SOURCE)" = "$T/other.vhdx" ]
 	kill -0 "$first"
-	VF_PID=$first
 	vf_umount "$T/mnt"
 	[ "$(sha256 "$T/img.vhdx")" = "$before" ]
 }

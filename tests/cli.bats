@@ -15,7 +15,7 @@ setup() {
 	MNT=$T/mnt
 	mkdir "$MNT"
 	# unmounted in teardown should a test mount it by mistake
-	VF_MOUNTS+=("$MNT")
+	vf_track "$MNT"
 }
 
 teardown() {
@@ -60,27 +60,6 @@ virtual_size() {
 		python3 -c 'import json, sys; print(json.load(sys.stdin)["virtual-size"])'
 }
 
-# PIDs of the vhdxfuse processes that have MOUNTPOINT as an argument.
-daemon_pids() {
-	local mnt=$1 p
-	for p in $(pgrep -x vhdxfuse); do
-		tr '\0' '\n' <"/proc/$p/cmdline" 2>/dev/null |
-			grep -qxF -- "$mnt" && echo "$p"
-	done
-	return 0
-}
-
-# 0 once PID has exited (a zombie waiting for init counts as exited).
-wait_exited() {
-	local pid=$1 deadline=$((SECONDS + $2)) st
-	while st=$(ps -o stat= -p "$pid" 2>/dev/null); do
-		[[ $st == Z* ]] && return 0
-		[ "$SECONDS" -ge "$deadline" ] && return 1
-		sleep 0.05
-	done
-	return 0
-}
-
 # Succeeds if an exclusive fcntl (lockf) lock on FILE can be taken now.
 can_write_lock() {
 	python3 - "$1" <<'EOF'
@@ -91,11 +70,6 @@ with open(sys.argv[1], "r+b") as f:
     except OSError:
         sys.exit(1)
 EOF
-}
-
-assert_not_mounted() {
-	run findmnt -rn -M "$1"
-	assert_failure
 }
 
 # The exposed file of MNT equals the reference.
@@ -333,11 +307,10 @@ for fd in fds:
 		[ -u "$(command -v fusermount3)" ]; then
 		"${nobody[@]}" "$VHDXFUSE" -f -o ro "$IMG" "$MNT" \
 			2>>"$T/vhdxfuse.log" 3>&- &
-		VF_PID=$!
-		VF_PIDS+=("$VF_PID")
+		vf_track "$MNT" $!
 		local deadline=$((SECONDS + 10))
 		until findmnt -rn -M "$MNT" >/dev/null 2>&1; do
-			if ! kill -0 "$VF_PID" 2>/dev/null ||
+			if ! kill -0 "$(vf_pid "$MNT")" 2>/dev/null ||
 				[ "$SECONDS" -ge "$deadline" ]; then
 				cat "$T/vhdxfuse.log"
 				return 1
@@ -347,7 +320,7 @@ for fd in fds:
 		run "${nobody[@]}" cmp "$MNT/disk.raw" "$T/ref.raw"
 		assert_success
 		"${nobody[@]}" fusermount3 -u "$MNT"
-		wait_pid_gone "$VF_PID" 10
+		wait_pid_gone "$(vf_pid "$MNT")" 10
 	else
 		vf_mount "$IMG" "$MNT" -o ro
 		assert_same_content "$MNT/disk.raw" "$T/ref.raw"
@@ -843,7 +816,6 @@ print(len(os.pread(fd, 4096, size - 100)), len(os.pread(fd, 10, size)),
 	reference "$IMG" "$T/ref.raw"
 	can_write_lock "$IMG"
 	vf_mount "$IMG" "$MNT" -o ro
-	local pid1=$VF_PID
 	run can_write_lock "$IMG"
 	assert_failure
 	touch "$T/second.raw"
@@ -853,7 +825,6 @@ print(len(os.pread(fd, 4096, size - 100)), len(os.pread(fd, 10, size)),
 	vf_umount "$T/second.raw"
 	run can_write_lock "$IMG"
 	assert_failure
-	VF_PID=$pid1
 	vf_umount "$MNT"
 	can_write_lock "$IMG"
 }
@@ -877,7 +848,7 @@ print(len(os.pread(fd, 4096, size - 100)), len(os.pread(fd, 10, size)),
 	reference "$IMG" "$T/ref.raw"
 	touch "$T/second.raw"
 	vf_mount "$IMG" "$MNT"
-	local pid1=$VF_PID o
+	local o
 	run can_write_lock "$IMG"
 	assert_failure
 	for o in "" "-o rw" "-o ro" "-r"; do
@@ -896,7 +867,6 @@ print(len(os.pread(fd, 4096, size - 100)), len(os.pread(fd, 10, size)),
 	run qemu-img info -U "$IMG"
 	assert_success
 	vf_alive "$MNT"
-	VF_PID=$pid1
 	vf_umount "$MNT"
 	can_write_lock "$IMG"
 	# after the unmount both kinds work again
@@ -916,7 +886,7 @@ print(len(os.pread(fd, 4096, size - 100)), len(os.pread(fd, 10, size)),
 	before=$(sha256 "$IMG")
 	touch "$T/second.raw"
 	vf_mount "$IMG" "$MNT" -o ro
-	local pid1=$VF_PID o
+	local o
 	for o in "" "-o rw" "-o ro,rw"; do
 		# shellcheck disable=SC2086
 		run_vf $o "$IMG" "$T/second.raw"
@@ -929,7 +899,6 @@ print(len(os.pread(fd, 4096, size - 100)), len(os.pread(fd, 10, size)),
 	done
 	vf_alive "$MNT"
 	assert_same_content "$MNT/disk.raw" "$T/ref.raw"
-	VF_PID=$pid1
 	vf_umount "$MNT"
 	[ "$(sha256 "$IMG")" = "$before" ]
 	vf_mount "$IMG" "$T/second.raw"
@@ -960,7 +929,6 @@ print(len(os.pread(fd, 4096, size - 100)), len(os.pread(fd, 10, size)),
 	require_fuse
 	make_test_image
 	reference "$IMG" "$T/ref.raw"
-	VF_MOUNTS+=("$MNT")
 	run_vf -o ro "$IMG" "$MNT" 3>&-
 	assert_success
 	[ -z "$output" ] && [ -z "$stderr" ]
@@ -969,12 +937,12 @@ print(len(os.pread(fd, 4096, size - 100)), len(os.pread(fd, 10, size)),
 	local pids
 	pids=($(daemon_pids "$MNT"))
 	[ "${#pids[@]}" -eq 1 ]
-	VF_PIDS+=("${pids[0]}")
+	vf_track "$MNT" "${pids[0]}"
 	# a daemon: its own session, not a child of this shell
 	[ "$(ps -o sid= -p "${pids[0]}" | tr -d ' ')" = "${pids[0]}" ]
 	assert_same_content "$MNT/disk.raw" "$T/ref.raw"
 	fusermount3 -u "$MNT"
-	wait_exited "${pids[0]}" 10
+	wait_pid_gone "${pids[0]}" 10
 	assert_not_mounted "$MNT"
 	can_write_lock "$IMG"
 }
@@ -985,7 +953,7 @@ print(len(os.pread(fd, 4096, size - 100)), len(os.pread(fd, 10, size)),
 	vf_mount "$IMG" "$MNT" -o ro
 	cat "$MNT/disk.raw" >/dev/null
 	fusermount3 -u "$MNT"
-	wait "$VF_PID"
+	wait "$(vf_pid "$MNT")"
 	[ ! -s "$T/vhdxfuse.log" ] || {
 		cat "$T/vhdxfuse.log"
 		return 1
@@ -998,8 +966,8 @@ print(len(os.pread(fd, 4096, size - 100)), len(os.pread(fd, 10, size)),
 	local sig
 	for sig in TERM HUP; do
 		vf_mount "$IMG" "$MNT" -o ro
-		kill -"$sig" "$VF_PID"
-		wait "$VF_PID"
+		kill -"$sig" "$(vf_pid "$MNT")"
+		wait "$(vf_pid "$MNT")"
 		assert_not_mounted "$MNT"
 	done
 }
@@ -1015,10 +983,10 @@ print(len(os.pread(fd, 4096, size - 100)), len(os.pread(fd, 10, size)),
 	local pids
 	pids=($(daemon_pids mnt))
 	[ "${#pids[@]}" -eq 1 ]
-	VF_PIDS+=("${pids[0]}")
+	vf_track "$MNT" "${pids[0]}"
 	[ "$(readlink "/proc/${pids[0]}/cwd")" = / ]
 	kill -TERM "${pids[0]}"
-	wait_exited "${pids[0]}" 10
+	wait_pid_gone "${pids[0]}" 10
 	assert_not_mounted "$MNT"
 }
 
@@ -1034,7 +1002,7 @@ print(len(os.pread(fd, 4096, size - 100)), len(os.pread(fd, 10, size)),
 		<(head -c 1M /dev/zero)
 	# the daemon did not keep the whole 16 MiB BAT
 	local hwm
-	hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$VF_PID/status")
+	hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$(vf_pid "$T/disk")/status")
 	echo "# vhdxfuse VmHWM with the BAT read on demand: $hwm kB" >&3
 	[ "$hwm" -lt 12000 ]
 	vf_umount "$T/disk"

@@ -29,8 +29,6 @@ listing() {
 	(cd "$1" && ls -A | sort)
 }
 
-sleep_ms() { sleep "$(printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)))"; }
-
 # qemu-img's idea of FILE's format.
 qfmt() {
 	qemu-img info --output=json "$1" | python3 -c \

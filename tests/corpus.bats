@@ -7,13 +7,11 @@
 # hash the exposed disk, unmount, check the image was not modified.
 
 load lib/common
-
-CORPUS=$SHARED_DIR/corpus
+load lib/corpus
 
 setup() {
 	common_setup
-	[ -f "$CORPUS/MANIFEST.tsv" ] ||
-		skip "no corpus at $CORPUS (set SHARED_DIR)"
+	require_corpus
 	require_fuse
 	require_cmd xz python3
 	mkdir -p "$T/mnt"
@@ -21,25 +19,6 @@ setup() {
 
 teardown() {
 	common_teardown
-}
-
-# manifest_field FILE COLUMN_NAME
-manifest_field() {
-	awk -F'\t' -v f="$1" -v c="$2" '
-		NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
-		$1 == f { print $(col[c]); found = 1 }
-		END { exit !found }' "$CORPUS/MANIFEST.tsv"
-}
-
-# unpack FILE: decompress $CORPUS/FILE (sparse) to $T, set IMG, and check
-# it against the manifest's container hash.
-unpack() {
-	local file=$1
-	IMG=$T/${file%.xz}
-	xz -dc "$CORPUS/$file" |
-		dd of="$IMG" bs=1M conv=sparse iflag=fullblock status=none
-	assert_equal "$(fast_sha256 "$IMG")" \
-		"$(manifest_field "$file" container_sha256)"
 }
 
 # corpus_check FILE: the exposed disk hashes like qemu's conversion.

@@ -70,11 +70,6 @@ expect_opens() {
 	assert_equal "$(sha256 "$img")" "$before"
 }
 
-# le64 VALUE: hex of a u64 little-endian
-le64() {
-	python3 -c 'import struct,sys; print(struct.pack("<Q", int(sys.argv[1], 0)).hex())' "$1"
-}
-
 # ------------------------------------------------------ file identifier
 
 @test "file identifier: bad signature" {

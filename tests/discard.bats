@@ -56,10 +56,6 @@ teardown() {
 	common_teardown
 }
 
-note() {
-	sed 's/^/# /' <<<"$*" >&3
-}
-
 # ------------------------------------------------------------------ helpers
 
 # ds_rand FILE OFFSET LENGTH: LENGTH bytes from /dev/urandom at OFFSET.

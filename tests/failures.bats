@@ -27,10 +27,6 @@ teardown() {
 	common_teardown
 }
 
-note() {
-	sed 's/^/# /' <<<"$*" >&3
-}
-
 # An 8 MiB disk of random data in 1 MiB blocks: $T/disk.raw, $T/img.vhdx.
 make_image() {
 	head -c $((8 * MiB)) /dev/urandom >"$T/disk.raw"

@@ -59,36 +59,15 @@ install_daemon() {
 	VF_INSTALLED+=(/usr/local/bin/vhdxfuse)
 }
 
-# PIDs of the vhdxfuse processes that have MOUNTPOINT as an argument.
-daemon_pids() {
-	local mnt=$1 p
-	for p in $(pgrep -x vhdxfuse); do
-		tr '\0' '\n' <"/proc/$p/cmdline" 2>/dev/null |
-			grep -qxF -- "$mnt" && echo "$p"
-	done
-	return 0
-}
-
-# 0 once PID has exited (a zombie waiting for init counts as exited).
-wait_exited() {
-	local pid=$1 deadline=$((SECONDS + $2)) st
-	while st=$(ps -o stat= -p "$pid" 2>/dev/null); do
-		[[ $st == Z* ]] && return 0
-		[ "$SECONDS" -ge "$deadline" ] && return 1
-		sleep 0.05
-	done
-	return 0
-}
-
 # fstab_mount SPEC MOUNTPOINT TYPE OPTIONS: mount through a temporary fstab.
 fstab_mount() {
 	printf '%s %s %s %s 0 0\n' "$1" "$2" "$3" "$4" >"$T/fstab"
-	VF_MOUNTS+=("$2")
+	vf_track "$2"
 	run --separate-stderr mount --fstab "$T/fstab" "$2" 3>&-
 }
 
 # assert_vhdxfuse_mount MOUNTPOINT [ro|rw]: check the mount at MOUNTPOINT
-# (read-only unless rw is given) and record its daemon in VF_DAEMON.
+# (read-only unless rw is given) and track its daemon there (vf_pid).
 assert_vhdxfuse_mount() {
 	local mnt=$1 mode=${2:-ro} pids
 	run findmnt -rn -o SOURCE,FSTYPE -M "$mnt"
@@ -97,18 +76,17 @@ assert_vhdxfuse_mount() {
 	assert_output --regexp "^$mode(,|\$)"
 	pids=($(daemon_pids "$mnt"))
 	[ "${#pids[@]}" -eq 1 ]
-	VF_DAEMON=${pids[0]}
-	VF_PIDS+=("$VF_DAEMON")
+	vf_track "$mnt" "${pids[0]}"
 }
 
 # umount(8) MOUNTPOINT; when it returns, the daemon has exited already.
 umount_and_check() {
-	local mnt=$1
+	local mnt=$1 pid
+	pid=$(vf_pid "$mnt")
 	run umount "$mnt"
 	assert_success
-	run findmnt -rn -M "$mnt"
-	assert_failure
-	wait_exited "$VF_DAEMON" 0
+	assert_not_mounted "$mnt"
+	wait_pid_gone "$pid" 0
 }
 
 @test "fstab type fuse.vhdxfuse with ro,nofail,x-systemd.automount" {
@@ -193,26 +171,24 @@ EOF
 	mkdir "$T/mnt2"
 	printf '%s %s %s %s 0 0\n' "$IMG" "$MNT" vhdxfuse rw,nofail \
 		"$T/other.vhdx" "$T/mnt2" fuse.vhdxfuse ro,nofail >"$T/fstab"
-	VF_MOUNTS+=("$MNT" "$T/mnt2")
+	vf_track "$MNT"
+	vf_track "$T/mnt2"
 	run mount --fstab "$T/fstab" "$MNT" 3>&-
 	assert_success
 	run mount --fstab "$T/fstab" "$T/mnt2" 3>&-
 	assert_success
 	assert_vhdxfuse_mount "$MNT" rw
-	local rwd=$VF_DAEMON
 	run findmnt -rn -o SOURCE,FSTYPE,OPTIONS -M "$T/mnt2"
 	assert_output --regexp "^$T/other.vhdx fuse.vhdxfuse ro(,|\$)"
 	local rod
 	rod=$(daemon_pids "$T/mnt2")
 	[ -n "$rod" ]
-	VF_PIDS+=("$rod")
+	vf_track "$T/mnt2" "$rod"
 	run dd if=/dev/zero of="$T/mnt2/other.raw" bs=512 count=1 conv=notrunc
 	assert_failure
 	write_both "$MNT/disk.raw"
 	cmp "$T/mnt2/other.raw" "$T/other.raw"
-	VF_DAEMON=$rod
 	umount_and_check "$T/mnt2"
-	VF_DAEMON=$rwd
 	umount_and_check "$MNT"
 	run qemu-img compare -f vhdx -F raw "$IMG" "$T/ref.raw"
 	assert_success
@@ -223,7 +199,7 @@ EOF
 @test "mount -t vhdxfuse and -t fuse.vhdxfuse on the command line, with -o ro and without" {
 	local type
 	for type in vhdxfuse fuse.vhdxfuse; do
-		VF_MOUNTS+=("$MNT")
+		vf_track "$MNT"
 		run mount -t "$type" -o ro "$IMG" "$MNT" 3>&-
 		assert_success
 		assert_vhdxfuse_mount "$MNT"
@@ -244,20 +220,18 @@ EOF
 	head -c 65536 /dev/urandom >"$T/bad.vhdx"
 	local before
 	before=$(sha256 "$T/bad.vhdx")
-	VF_MOUNTS+=("$MNT")
+	vf_track "$MNT"
 	run --separate-stderr mount -t vhdxfuse -o ro "$T/bad.vhdx" "$MNT" 3>&-
 	assert_failure
 	[[ $stderr == *"vhdxfuse: $T/bad.vhdx: "* ]]
-	run findmnt -rn -M "$MNT"
-	assert_failure
+	assert_not_mounted "$MNT"
 	[ "$(sha256 "$T/bad.vhdx")" = "$before" ]
 }
 
 @test "mount -f (fake) through the helper mounts nothing" {
-	VF_MOUNTS+=("$MNT")
+	vf_track "$MNT"
 	run mount -f -t vhdxfuse -o ro "$IMG" "$MNT" 3>&-
 	assert_success
-	run findmnt -rn -M "$MNT"
-	assert_failure
+	assert_not_mounted "$MNT"
 	[ -z "$(daemon_pids "$MNT")" ]
 }

@@ -44,11 +44,6 @@ teardown() {
 	common_teardown
 }
 
-# A line in the TAP stream (shown by bats and kept in the .log of make).
-note() {
-	sed 's/^/# /' <<<"$*" >&3
-}
-
 # vhdxtool check IMG: clean, or nothing but a dirty log (a replay pending,
 # or a LogGuid set before the first entry was written) and leaked space.
 vhdxtool_check_killed() {
@@ -77,7 +72,7 @@ kill_rounds() {
 		python3 "$LOAD" run --seed "$seed" --log "$T/load.log" \
 			--seconds 30 "$raw" >"$T/load.out" 2>&1 3>&- &
 		wpid=$!
-		VF_PIDS+=("$wpid")
+		track_pid "$wpid"
 		# the delay counts from the writer's first step
 		until [ -s "$T/load.log" ] || ! kill -0 "$wpid" 2>/dev/null; do
 			sleep 0.01
@@ -86,9 +81,7 @@ kill_rounds() {
 		delay=$(printf '0.%02d' $((10 + RANDOM % 90)))
 		[ $((RANDOM % 4)) -eq 0 ] && delay=1.$((RANDOM % 30 + 10))
 		sleep "$delay"
-		kill -KILL "$VF_PID"
-		{ wait "$VF_PID"; } 2>/dev/null || true
-		fusermount3 -u -z "$MNT"
+		vf_kill "$MNT"
 		if ! wait_pid_gone "$wpid" 10; then
 			hung=$((hung + 1))
 			kill -KILL "$wpid" 2>/dev/null || true

@@ -115,8 +115,6 @@ expect_merged() {
 	fi
 }
 
-sleep_ms() { sleep "$(printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)))"; }
-
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
 @test "merge: an uninterrupted merge; the child's view before it" {

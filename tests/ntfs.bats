@@ -34,13 +34,7 @@ setup() {
 
 # vhdxfuse mounts first: they hold images on the NTFS mount.
 teardown() {
-	local m
-	for m in "${VF_MOUNTS[@]}"; do
-		findmnt -rn "$m" >/dev/null 2>&1 && fusermount3 -u "$m"
-	done
-	for m in "${VF_PIDS[@]}"; do
-		wait_pid_gone "$m" 10
-	done
+	vf_end_all
 	common_teardown
 }
 

@@ -26,10 +26,6 @@ teardown() {
 	common_teardown
 }
 
-note() {
-	sed 's/^/# /' <<<"$*" >&3
-}
-
 # sp_fsync FILE: fsync(2) FILE (through the mount: vhdx_flush).
 sp_fsync() {
 	python3 -c 'import os, sys

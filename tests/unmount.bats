@@ -24,7 +24,7 @@ setup() {
 	IMG=$S/disk.vhdx
 	MNT=$T/mnt
 	mkdir "$MNT"
-	VF_MOUNTS+=("$MNT")
+	vf_track "$MNT"
 	qemu-img create -q -f vhdx -o block_size=1M "$IMG" 16M
 	qemu-img convert -f vhdx -O raw "$IMG" "$T/ref.raw"
 	VHDXTOOL=$TOP_BUILDDIR/vhdxtool
@@ -32,9 +32,8 @@ setup() {
 
 teardown() {
 	local p
-	for m in "${VF_MOUNTS[@]}"; do
-		p=$(record_pid "$m" 2>/dev/null) && VF_PIDS+=("$p")
-	done
+	# the daemons mount(8) and vhdxfuse started, by their runtime record
+	p=$(record_pid "$MNT" 2>/dev/null) && vf_track "$MNT" "$p"
 	common_teardown
 	sbin_teardown
 	[ "$S" = "$T" ] || rm -rf "$S"
@@ -73,7 +72,7 @@ cycles() {
 		pid=$(record_pid "$MNT") || fail_note "$i" "no daemon record"
 		umount "$MNT" || { fail_note "$i" "umount failed"; break; }
 		# the most direct oracle: the daemon has exited already
-		[ -z "$pid" ] || gone "$pid" ||
+		[ -z "$pid" ] || wait_pid_gone "$pid" 0 ||
 			fail_note "$i" "daemon $pid still running after umount"
 		v=$((i % 4))
 		[ "$v" -eq 3 ] && [ "$i" -ge 32 ] && v=0
@@ -106,13 +105,6 @@ cycles() {
 	[ "$FAILS" -eq 0 ] && [ "$i" -eq "$n" ]
 	# and all that was written is there, as QEMU reads it
 	qemu-img compare -f vhdx -F raw "$IMG" "$T/ref.raw"
-}
-
-# gone PID: the process has exited (a zombie not yet reaped counts).
-gone() {
-	local st
-	st=$(ps -o stat= -p "$1" 2>/dev/null) || return 0
-	[[ $st == Z* ]]
 }
 
 direct_mount() {
@@ -151,7 +143,7 @@ fstab_mount() {
 	write_both 1
 	umount "$MNT"
 	# gone at once, not after a while, and so is its record
-	gone "$pid"
+	wait_pid_gone "$pid" 0
 	[ ! -e "/run/vhdxfuse/$pid" ]
 	run qemu-img check "$IMG"
 	assert_success
@@ -165,7 +157,7 @@ fstab_mount() {
 		write_both "$i"
 		run "$VHDXFUSE" -u "$MNT"
 		assert_success
-		gone "$pid"
+		wait_pid_gone "$pid" 0
 		run "$VHDXTOOL" check "$IMG"
 		assert_success
 	done
@@ -238,7 +230,7 @@ fstab_mount() {
 	assert_success
 	# it waited for the daemon's exit, not the full 5 s
 	[ $((($(date +%s%N) - t0) / 1000000)) -ge 1000 ]
-	gone "$pid"
+	wait_pid_gone "$pid" 0
 
 	# the wait is bounded: with 0 s the error comes at once and says why
 	direct_mount
@@ -285,7 +277,7 @@ fstab_mount() {
 	write_both 5
 	PATH=/usr/sbin:/usr/bin:/sbin:/bin run umount "$MNT"
 	assert_success
-	gone "$pid"
+	wait_pid_gone "$pid" 0
 	run qemu-img compare -f vhdx -F raw "$IMG" "$T/ref.raw"
 	assert_success
 	run make -C "$TOP_BUILDDIR" uninstall "prefix=$prefix"

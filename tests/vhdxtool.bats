@@ -18,10 +18,6 @@ teardown() {
 	common_teardown
 }
 
-le64() {
-	python3 -c 'import struct,sys; print(struct.pack("<Q", int(sys.argv[1], 0)).hex())' "$1"
-}
-
 # ------------------------------------------------------------ command line
 
 @test "--help of the tool and of each command, exit codes documented" {

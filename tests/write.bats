@@ -23,11 +23,11 @@
 bats_require_minimum_version 1.5.0
 
 load lib/common
+load lib/corpus
 
 MiB=1048576
 # virtual bytes per chunk with 512-byte logical sectors: 2^23 sectors
 CHUNK=$((1 << 32))
-CORPUS=$SHARED_DIR/corpus
 
 setup() {
 	common_setup
@@ -41,10 +41,6 @@ setup() {
 
 teardown() {
 	common_teardown
-}
-
-note() {
-	sed 's/^/# /' <<<"$*" >&3
 }
 
 seed() {
@@ -250,25 +246,6 @@ vhdi_compare() {
 }
 
 # ------------------------------------------------------------ corpus copies
-
-manifest_field() {
-	awk -F'\t' -v f="$1" -v c="$2" '
-		NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
-		$1 == f { print $(col[c]); found = 1 }
-		END { exit !found }' "$CORPUS/MANIFEST.tsv"
-}
-
-# unpack FILE: a private copy of the corpus image in $T; sets IMG.
-unpack() {
-	[ -f "$CORPUS/MANIFEST.tsv" ] ||
-		skip "no corpus at $CORPUS (set SHARED_DIR)"
-	require_cmd xz
-	IMG=$T/${1%.xz}
-	xz -dc "$CORPUS/$1" |
-		dd of="$IMG" bs=1M conv=sparse iflag=fullblock status=none
-	assert_equal "$(fast_sha256 "$IMG")" \
-		"$(manifest_field "$1" container_sha256)"
-}
 
 # corpus_write FILE COUNT: seeded writes into a copy of a corpus image.
 corpus_write() {
@@ -487,9 +464,11 @@ EOF
 	assert_success
 	assert_output --regexp "stopped by (ENOSPC|EIO)"
 	# the daemon may report the failure when it closes the image
+	local pid
+	pid=$(vf_pid "$MNT")
 	fusermount3 -u "$MNT"
-	wait_pid_gone "$VF_PID" 10
-	{ wait "$VF_PID"; } 2>/dev/null || note "daemon exit status $?"
+	wait_pid_gone "$pid" 10
+	{ wait "$pid"; } 2>/dev/null || note "daemon exit status $?"
 	sed 's/^/# /' "$T/vhdxfuse.log" >&3
 	[ -s "$T/synced" ]
 	# the image as the unmount left it: QEMU must open and check it
@@ -523,14 +502,6 @@ EOF
 
 # ------------------------------------------------------------ durability
 
-# kill_daemon: SIGKILL the daemon of the last vf_mount and detach the dead
-# mount.
-kill_daemon() {
-	kill -KILL "$VF_PID"
-	{ wait "$VF_PID"; } 2>/dev/null || true
-	fusermount3 -u -z "$MNT"
-}
-
 @test "after fsync returns, SIGKILL: the data is there on the next mount and for QEMU" {
 	local seed
 	seed=$(seed)
@@ -553,7 +524,7 @@ for i in range(40):
         (os.fsync if i % 20 == 9 else os.fdatasync)(fd)
 os.pwrite(fd, b"\xee" * 4096, 62 << 20)
 EOF
-	kill_daemon
+	vf_kill "$MNT"
 	cp "$T/k.vhdx" "$T/copy.vhdx"
 	run qemu-img check -r all "$T/copy.vhdx"
 	assert_success
@@ -581,7 +552,7 @@ EOF
 	done
 	# the mount stays alive until the kill
 	vf_alive "$MNT"
-	kill_daemon
+	vf_kill "$MNT"
 	cp "$T/c.vhdx" "$T/copy.vhdx"
 	run qemu-img check -r all "$T/copy.vhdx"
 	assert_success
@@ -620,16 +591,17 @@ open(sys.argv[2] + ".done", "w").close()
 time.sleep(30)
 EOF
 		local holder=$!
-		VF_PIDS+=("$holder")
+		track_pid "$holder"
 		until [ -e "$T/ref.raw.done" ]; do
 			kill -0 "$holder"
 			sleep 0.05
 		done
 		rm "$T/ref.raw.done"
-		kill "-$sig" "$VF_PID"
-		wait_pid_gone "$VF_PID" 10
-		local st=0
-		wait "$VF_PID" || st=$?
+		local pid st=0
+		pid=$(vf_pid "$MNT")
+		kill "-$sig" "$pid"
+		wait_pid_gone "$pid" 10
+		wait "$pid" || st=$?
 		[ "$st" -eq 0 ] || {
 			echo "SIG$sig: daemon exit status $st" >&2
 			cat "$T/vhdxfuse.log" >&2

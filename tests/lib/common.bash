@@ -2,7 +2,9 @@
 #
 # Every test gets its own scratch directory ($T).  Mounts, loop devices and
 # daemons started through these helpers are recorded and undone in
-# common_teardown, whether the test passed or not.
+# common_teardown, whether the test passed or not.  Daemons are tracked by
+# their mount point (vf_track): `vf_pid MOUNTPOINT` is the PID of the daemon
+# serving it, and the helpers that unmount take the mount point.
 #
 # Environment (set by `make check`, or defaulted for a direct bats run):
 #   VHDXFUSE    the daemon binary
@@ -36,8 +38,6 @@ require_cmd() {
 
 common_setup() {
 	T=$(mktemp -d "${BATS_TMPDIR:-/tmp}/vhdxfuse-test.XXXXXX")
-	VF_MOUNTS=()
-	VF_PIDS=()
 	VF_LOOPS=()
 	VF_FSMOUNTS=()
 }
@@ -45,7 +45,7 @@ common_setup() {
 # Undo everything, in reverse order of dependency: file systems on loop
 # devices, loop devices, FUSE mounts, daemons.
 common_teardown() {
-	local m l p
+	local m l
 	for m in "${VF_FSMOUNTS[@]}"; do
 		if mountpoint -q "$m" 2>/dev/null; then
 			umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
@@ -54,43 +54,119 @@ common_teardown() {
 	for l in "${VF_LOOPS[@]}"; do
 		losetup -d "$l" 2>/dev/null
 	done
-	for m in "${VF_MOUNTS[@]}"; do
+	vf_end_all
+	[ -n "${T:-}" ] && rm -rf "$T"
+	return 0
+}
+
+# The tracked mount points and processes: $T/.tracked, a line each
+# "PID<tab>START<tab>MOUNTPOINT" (START: the process's start time, so that
+# teardown never ends another process that got the PID later).  A file, not
+# a variable, so that what a subshell starts is tracked too.
+
+# vf_track MOUNTPOINT [PID]: unmount MOUNTPOINT in teardown should it still
+# be mounted, and end PID, the daemon that serves it; `vf_pid MOUNTPOINT`
+# returns PID.  Tracking a mount point again (a new mount there) replaces
+# the PID that vf_pid returns; teardown still ends every PID.
+vf_track() {
+	local mnt=$1 pid=${2:-} start=
+	[ -z "$pid" ] || start=$(pid_start "$pid")
+	printf '%s\t%s\t%s\n' "$pid" "$start" "$mnt" >>"$T/.tracked"
+}
+
+# track_pid PID: a process that serves no mount point (a lock holder, a
+# load), ended in teardown.
+track_pid() {
+	printf '%s\t%s\t\n' "$1" "$(pid_start "$1")" >>"$T/.tracked"
+}
+
+# pid_start PID: the start time of process PID (empty once it is gone).
+pid_start() {
+	sed -n 's/^.*) //p' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f20
+}
+
+# vf_pid MOUNTPOINT: the PID of the daemon last tracked at MOUNTPOINT;
+# fails if there is none.
+vf_pid() {
+	[ -f "$T/.tracked" ] || return 1
+	M=$1 awk -F'\t' '$3 == ENVIRON["M"] && $1 != "" { p = $1 }
+		END { if (p == "") exit 1; print p }' "$T/.tracked"
+}
+
+# vf_end_all: unmount every tracked mount point that is still mounted, then
+# give every tracked process 5 s to exit, and SIGKILL it.
+vf_end_all() {
+	local m line pid start
+	[ -f "$T/.tracked" ] || return 0
+	local -a mounts procs
+	mapfile -t mounts < <(awk -F'\t' '$3 != "" && !seen[$3]++ { print $3 }' \
+		"$T/.tracked")
+	mapfile -t procs < <(awk -F'\t' '$1 != "" && !seen[$1 FS $2]++ {
+		print $1, ($2 == "" ? "-" : $2) }' "$T/.tracked")
+	for m in "${mounts[@]}"; do
 		if findmnt -rn "$m" >/dev/null 2>&1; then
 			fusermount3 -u "$m" 2>/dev/null ||
 				fusermount3 -uz "$m" 2>/dev/null
 		fi
 	done
-	for p in "${VF_PIDS[@]}"; do
-		wait_pid_gone "$p" 5 || kill -KILL "$p" 2>/dev/null
+	for line in "${procs[@]}"; do
+		read -r pid start <<<"$line"
+		# gone, or another process that got its PID since
+		[ "$(pid_start "$pid")" = "$start" ] || continue
+		wait_pid_gone "$pid" 5 || kill -KILL "$pid" 2>/dev/null
 	done
-	[ -n "${T:-}" ] && rm -rf "$T"
+	rm -f "$T/.tracked"
 	return 0
 }
 
-# wait_pid_gone PID SECONDS: 0 once PID has exited, 1 on timeout.
+# wait_pid_gone PID SECONDS: 0 once PID has exited, 1 on timeout.  A zombie
+# counts as exited: a daemon that detached is reaped by init, not by us.
 wait_pid_gone() {
-	local pid=$1 deadline=$((SECONDS + $2))
-	while kill -0 "$pid" 2>/dev/null; do
+	local pid=$1 deadline=$((SECONDS + $2)) st
+	while st=$(ps -o stat= -p "$pid" 2>/dev/null); do
+		[[ $st == Z* ]] && return 0
 		[ "$SECONDS" -ge "$deadline" ] && return 1
 		sleep 0.05
 	done
 	return 0
 }
 
+# PIDs of the vhdxfuse processes that have MOUNTPOINT as an argument.
+daemon_pids() {
+	local mnt=$1 p
+	for p in $(pgrep -x vhdxfuse); do
+		tr '\0' '\n' <"/proc/$p/cmdline" 2>/dev/null |
+			grep -qxF -- "$mnt" && echo "$p"
+	done
+	return 0
+}
+
+# note TEXT...: show TEXT in bats' output, each line as a "# " comment.
+note() {
+	sed 's/^/# /' <<<"$*" >&3
+}
+
+# le64 NUMBER: NUMBER as 8 little-endian bytes, in hex.
+le64() {
+	python3 -c 'import struct,sys; print(struct.pack("<Q", int(sys.argv[1], 0)).hex())' "$1"
+}
+
+# sleep_ms MILLISECONDS
+sleep_ms() { sleep "$(printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)))"; }
+
 # vf_mount IMAGE MOUNTPOINT [daemon options...]
 # Starts the daemon in the foreground (-f) in the background, waits up to 10 s
 # for the mount, and fails with the daemon's log if it died.  The daemon's
-# stderr goes to $T/vhdxfuse.log.  Sets VF_PID.
+# stderr goes to $T/vhdxfuse.log.  Tracks the daemon at MOUNTPOINT (vf_pid).
 vf_mount() {
-	local img=$1 mnt=$2
+	local img=$1 mnt=$2 pid
 	shift 2
 	"$VHDXFUSE" -f "$@" "$img" "$mnt" 2>>"$T/vhdxfuse.log" &
-	VF_PID=$!
-	VF_PIDS+=("$VF_PID")
-	VF_MOUNTS+=("$mnt")
+	pid=$!
+	vf_track "$mnt" "$pid"
 	local deadline=$((SECONDS + 10))
 	while ! findmnt -rn -M "$mnt" -t fuse.vhdxfuse >/dev/null 2>&1; do
-		if ! kill -0 "$VF_PID" 2>/dev/null; then
+		if ! kill -0 "$pid" 2>/dev/null; then
 			echo "vhdxfuse exited before mounting; its log:" >&2
 			cat "$T/vhdxfuse.log" >&2
 			return 1
@@ -107,11 +183,23 @@ vf_mount() {
 	stat "$mnt" >/dev/null
 }
 
-# vf_umount MOUNTPOINT: unmount and wait for the daemon to exit.
+# vf_umount MOUNTPOINT: unmount and wait for the daemon tracked at
+# MOUNTPOINT (if any) to exit.
 vf_umount() {
-	local mnt=$1
+	local mnt=$1 pid
+	pid=$(vf_pid "$mnt") || pid=
 	fusermount3 -u "$mnt" || return 1
-	wait_pid_gone "$VF_PID" 10
+	[ -z "$pid" ] || wait_pid_gone "$pid" 10
+}
+
+# vf_kill MOUNTPOINT: SIGKILL the daemon serving MOUNTPOINT, reap it, and
+# detach the dead mount.
+vf_kill() {
+	local mnt=$1 pid
+	pid=$(vf_pid "$mnt") || return 1
+	kill -KILL "$pid"
+	{ wait "$pid"; } 2>/dev/null || true
+	fusermount3 -u -z "$mnt"
 }
 
 # The exposed file of a directory mount point.
@@ -168,14 +256,15 @@ print(h.hexdigest())' "$1"
 vf_start() {
 	local img=$1 mnt=$2
 	shift 2
-	VF_MOUNTS+=("$mnt")
+	vf_track "$mnt"
 	status=0
 	timeout 30 "$VHDXFUSE" "$@" "$img" "$mnt" >"$T/vf_start.out" 2>&1 ||
 		status=$?
 	output=$(cat "$T/vf_start.out")
 }
 
-# assert_not_mounted MOUNTPOINT
+# assert_not_mounted MOUNTPOINT: fail, showing the mount, if anything is
+# mounted at MOUNTPOINT.  ($output and $status of the last run are kept.)
 assert_not_mounted() {
 	if findmnt -rn -M "$1" >/dev/null 2>&1; then
 		echo "$1 is mounted:" >&2
@@ -186,16 +275,15 @@ assert_not_mounted() {
 
 # vhdi_mount IMAGE DIR: mount IMAGE with libvhdi's vhdimount (the other
 # oracle) in the foreground in the background, tracked for teardown like
-# vf_mount; the disk is DIR/vhdi1.  Sets VHDI_PID.
+# vf_mount; the disk is DIR/vhdi1.
 vhdi_mount() {
-	local img=$1 mnt=$2
+	local img=$1 mnt=$2 pid
 	vhdimount -v "$img" "$mnt" >"$T/vhdimount.log" 2>&1 &
-	VHDI_PID=$!
-	VF_PIDS+=("$VHDI_PID")
-	VF_MOUNTS+=("$mnt")
+	pid=$!
+	vf_track "$mnt" "$pid"
 	local deadline=$((SECONDS + 10))
 	while ! findmnt -rn -M "$mnt" >/dev/null 2>&1; do
-		if ! kill -0 "$VHDI_PID" 2>/dev/null; then
+		if ! kill -0 "$pid" 2>/dev/null; then
 			echo "vhdimount exited before mounting:" >&2
 			cat "$T/vhdimount.log" >&2
 			return 1
@@ -210,8 +298,7 @@ vhdi_mount() {
 
 # vhdi_umount DIR
 vhdi_umount() {
-	fusermount3 -u "$1" || return 1
-	wait_pid_gone "$VHDI_PID" 10
+	vf_umount "$1"
 }
 
 # cmp_ranges FILE ORACLE [BLOCK_SIZE [COUNT]]: compare random and boundary
@@ -240,18 +327,22 @@ loop_partition() {
 	return 1
 }
 
-# vf_alive [MOUNTPOINT]: fail, with the daemon's exit status and log, if
-# the daemon started by the last vf_mount is gone (crashed or killed), or if
-# MOUNTPOINT is no longer mounted, although the test did not unmount it.
+# vf_alive MOUNTPOINT: fail, with the daemon's exit status and log, if the
+# daemon tracked at MOUNTPOINT is gone (crashed or killed), or if MOUNTPOINT
+# is no longer mounted, although the test did not unmount it.
 vf_alive() {
-	local st=0
-	if ! kill -0 "$VF_PID" 2>/dev/null; then
-		wait "$VF_PID" 2>/dev/null || st=$?
-		echo "vhdxfuse (pid $VF_PID) is gone, exit status $st; log:" >&2
+	local st=0 pid
+	pid=$(vf_pid "$1") || {
+		echo "no daemon tracked at $1" >&2
+		return 1
+	}
+	if ! kill -0 "$pid" 2>/dev/null; then
+		wait "$pid" 2>/dev/null || st=$?
+		echo "vhdxfuse (pid $pid) is gone, exit status $st; log:" >&2
 		cat "$T/vhdxfuse.log" >&2
 		return 1
 	fi
-	if [ -n "${1:-}" ] && ! findmnt -rn -M "$1" >/dev/null 2>&1; then
+	if ! findmnt -rn -M "$1" >/dev/null 2>&1; then
 		echo "$1 was unmounted behind our back (daemon still runs)" >&2
 		return 1
 	fi
@@ -272,7 +363,7 @@ with open(path, "r+b" if mode == "ex" else "rb") as f:
     time.sleep(60)
 EOF
 	HOLDER_PID=$!
-	VF_PIDS+=("$HOLDER_PID")
+	track_pid "$HOLDER_PID"
 	until [ -e "$T/locked" ]; do
 		[ "$SECONDS" -lt "$deadline" ] || return 1
 		sleep 0.05
