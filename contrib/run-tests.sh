@@ -6,7 +6,12 @@ set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 
-step() { printf '\n=== %s\n' "$*"; }
+# each step says when it starts and how long the whole run has taken
+start=$(date +%s)
+step() {
+	printf '\n=== %s  [%s, +%ds]\n' "$*" "$(date -u +%H:%M:%S)" \
+		$(($(date +%s) - start))
+}
 
 step "dependencies"
 sh contrib/deps.sh
@@ -16,15 +21,11 @@ step "build (-Werror)"
 ./configure --enable-werror >/dev/null
 make -j"$(nproc)" >/dev/null
 
-step "formatting (clang-format)"
-clang-format --dry-run -Werror src/*/*.c src/*/*.h tests/unit/*.c \
-	tests/unit/*.h
+step "formatting (make check-format)"
+make check-format
 
-step "man page lint"
-for m in man/*.1; do
-	out=$(groff -man -ww -z "$m" 2>&1)
-	[ -z "$out" ] || { echo "$m: $out"; exit 1; }
-done
+step "man page lint (make check-man)"
+make check-man
 
 step "make check"
 status=0
@@ -47,33 +48,14 @@ if [ -n "$left$loops$daemons" ]; then
 	exit 1
 fi
 
-step "unit tests under ASan+UBSan"
-san=$(mktemp -d)
-git ls-files -co --exclude-standard | tar -cf - -T - | tar -xf - -C "$san"
-(
-	cd "$san"
-	./autogen.sh >/dev/null 2>&1
-	./configure --enable-werror --disable-integration-tests \
-		CFLAGS="-O1 -g -fsanitize=address,undefined \
--fno-sanitize-recover=all -fno-omit-frame-pointer" >/dev/null
-	make -j"$(nproc)" check >/dev/null ||
-		{ cat test-suite.log; exit 1; }
-	grep -h -E '^# (PASS|FAIL|ERROR):' test-suite.log
-)
-rm -rf "$san"
+step "unit tests and fuzz replays under ASan+UBSan (make check-sanitizers)"
+make -j"$(nproc)" check-sanitizers
 
 step "concurrency tests under ThreadSanitizer (make check-tsan)"
-# test_stress built with clang -fsanitize=thread: any report fails it
 make check-tsan
 
-step "unit tests under valgrind memcheck"
-for t in tests/unit/test_crc32c tests/unit/test_guid tests/unit/test_geometry \
-	tests/unit/test_open tests/unit/test_discard; do
-	valgrind -q --error-exitcode=99 --leak-check=full \
-		--errors-for-leak-kinds=definite,indirect "$t" >/dev/null ||
-		{ echo "valgrind: $t failed"; exit 1; }
-	echo "valgrind clean: $t"
-done
+step "unit tests under valgrind memcheck (make check-valgrind)"
+make check-valgrind
 
 step "fuzz smoke run (libFuzzer, ${FUZZ_SECONDS:-60} s per target)"
 make fuzz-smoke FUZZ_SECONDS="${FUZZ_SECONDS:-60}"

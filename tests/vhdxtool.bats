@@ -66,7 +66,7 @@ teardown() {
 
 @test "the man page is clean groff; the completion file is valid bash" {
 	require_cmd groff
-	run groff -man -ww -z "$TOP_SRCDIR/man/vhdxtool.1"
+	run groff -man -ww -z "$TOP_BUILDDIR/man/vhdxtool.1"
 	assert_success
 	assert_output ""
 	bash -n "$TOP_SRCDIR/contrib/vhdxtool.bash-completion"

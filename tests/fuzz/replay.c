@@ -2,9 +2,11 @@
  * replay.c - a main() for the fuzz targets when built without libFuzzer:
  * runs every file named on the command line (or found in a named
  * directory) through LLVMFuzzerTestOneInput once.  make check uses it to
- * keep every input that once crashed a target as a regression test.
+ * keep every input that once crashed a target as a regression test.  Each
+ * input is one TAP line ("ok - path"); tests/fuzz/regress.sh adds the plan.
  */
 #include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,13 +24,13 @@ static int run_file(const char *path)
 	long len;
 
 	if (!f) {
-		perror(path);
+		printf("not ok - %s: %s\n", path, strerror(errno));
 		return 1;
 	}
 	if (fseek(f, 0, SEEK_END) != 0 || (len = ftell(f)) < 0 ||
 	    fseek(f, 0, SEEK_SET) != 0 || !(buf = malloc((size_t)len + 1)) ||
 	    fread(buf, 1, (size_t)len, f) != (size_t)len) {
-		fprintf(stderr, "%s: cannot read\n", path);
+		printf("not ok - %s: cannot read\n", path);
 		fclose(f);
 		free(buf);
 		return 1;
@@ -36,7 +38,7 @@ static int run_file(const char *path)
 	fclose(f);
 	LLVMFuzzerTestOneInput(buf, (size_t)len);
 	free(buf);
-	printf("ok %s\n", path);
+	printf("ok - %s\n", path);
 	return 0;
 }
 
@@ -47,7 +49,7 @@ static int run_dir(const char *dir, int *count)
 	int fails = 0;
 
 	if (!dp) {
-		perror(dir);
+		printf("not ok - %s: %s\n", dir, strerror(errno));
 		return 1;
 	}
 	while ((d = readdir(dp))) {
@@ -77,6 +79,6 @@ int main(int argc, char **argv)
 			count++;
 		}
 	}
-	printf("%d passed, %d failed\n", count - fails, fails);
+	printf("# %d passed, %d failed\n", count - fails, fails);
 	return fails ? 1 : 0;
 }

@@ -374,8 +374,8 @@ static void build(struct cow_io *cow, struct rec_io *rec, size_t point,
 	}
 }
 
-static int run_scenario(const struct scenario *s, unsigned long *states,
-			unsigned long *failed)
+static int run_scenario(const struct scenario *s, size_t no,
+			unsigned long *states, unsigned long *failed)
 {
 	struct mem_io *base = make_base(s);
 	struct mem_io *live;
@@ -384,6 +384,7 @@ static int run_scenario(const struct scenario *s, unsigned long *states,
 	struct vhdx_open_opts oo = {.flags = VHDX_OPEN_SPARSE, .msg = quiet};
 	struct vhdx_image *img;
 	uint64_t new_seen = 0;
+	unsigned long scen_failed = 0;
 	char why[256];
 	size_t n;
 	int ret;
@@ -426,7 +427,8 @@ static int run_scenario(const struct scenario *s, unsigned long *states,
 	if (ret == 0)
 		ret = vhdx_close(img);
 	if (ret) {
-		printf("FAIL %s: the resize itself failed: %d\n", s->name, ret);
+		printf("not ok %zu - %s: the resize itself failed: %d\n", no,
+		       s->name, ret);
 		(*failed)++;
 		return -1;
 	}
@@ -479,16 +481,17 @@ static int run_scenario(const struct scenario *s, unsigned long *states,
 			}
 			if (why[0]) {
 				(*failed)++;
-				printf("FAIL %s: crash after op %zu of %zu "
+				scen_failed++;
+				printf("# %s: crash after op %zu of %zu "
 				       "(variant %u): %s\n",
 				       s->name, point, n, v, why);
 			}
 			cow_io_free(cow);
 		}
 	}
-	printf("ok %s: %zu recorded ops, %" PRIu64
+	printf("%s %zu - %s: %zu recorded ops, %" PRIu64
 	       " states with the new size\n",
-	       s->name, n, new_seen);
+	       scen_failed ? "not ok" : "ok", no, s->name, n, new_seen);
 	rec_io_free(rec);
 	mem_io_free(live);
 	mem_io_free(base);
@@ -517,7 +520,8 @@ int main(int argc, char **argv)
 	printf("# seed 0x%" PRIx64 ", %u states per crash point\n", seed,
 	       per_point);
 	for (size_t k = 0; k < N_SCEN; k++)
-		run_scenario(&scenarios[k], &states, &failed);
-	printf("# %lu crash states, %lu failed\n", states, failed);
+		run_scenario(&scenarios[k], k + 1, &states, &failed);
+	printf("1..%zu\n# %lu crash states, %lu failed\n", N_SCEN, states,
+	       failed);
 	return failed ? 1 : 0;
 }
