@@ -45,8 +45,12 @@ PY
 	run "$VHDXTOOL" info --json "$T/a.vhdx"
 	assert_success
 	[ "$(jq -r .creator <<<"$output")" = "$creator" ]
-	# the other readers still take the image
+	# the other readers still take the image (vhdiinfo does not print the
+	# creator; Python's codec above is the independent reading of it)
 	qemu-img check -q -f vhdx "$T/a.vhdx"
+	run vhdiinfo "$T/a.vhdx"
+	assert_success
+	assert_line --regexp "Format[[:space:]]+: VHDX"
 	require_fuse
 	mkdir "$T/vhdi"
 	vhdi_mount "$T/a.vhdx" "$T/vhdi"

@@ -154,7 +154,7 @@ static int release_empty(struct compact *c)
 		    st != VHDX_BLOCK_FULLY_PRESENT)
 			continue;
 		/* the part of the block inside the virtual disk */
-		uint64_t pb = i - i / (img->g.chunk_ratio + 1);
+		uint64_t pb = vhdx_bat_entry_block(&img->g, i);
 		uint64_t len = img->g.virtual_size - pb * bs;
 		bool zero = true;
 

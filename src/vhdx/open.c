@@ -239,7 +239,7 @@ void vhdx_allocation(const struct vhdx_image *img, struct vhdx_allocation *a)
 			    g->payload_blocks * g->block_size - g->virtual_size;
 	}
 	for (uint64_t c = 0; c < g->bitmap_blocks; c++) {
-		idx = c * (g->chunk_ratio + 1) + g->chunk_ratio;
+		idx = vhdx_bat_bitmap_index(g, c * g->chunk_ratio);
 		if (idx < img->bat_entries &&
 		    (img->bat[idx] & VHDX_BAT_STATE_MASK) ==
 			VHDX_SB_BLOCK_PRESENT)

@@ -376,8 +376,9 @@ static int build_bat(struct resize *r)
 	for (uint64_t i = 0; i < r->n_entries; i++) {
 		if (vhdx_bat_is_bitmap_slot(ng, i))
 			continue;
-		if (i - i / (ng->chunk_ratio + 1) >= ng->payload_blocks ||
-		    i - i / (ng->chunk_ratio + 1) >= old_n)
+		uint64_t pb = vhdx_bat_entry_block(ng, i);
+
+		if (pb >= ng->payload_blocks || pb >= old_n)
 			r->nb[i] = 0;
 	}
 	if (ng->virtual_size > img->g.virtual_size &&
@@ -657,7 +658,7 @@ static void count_states(struct vhdx_image *img)
 	memset(img->state_count, 0, sizeof(img->state_count));
 	for (uint64_t i = 0; i < img->bat_entries; i++) {
 		if (vhdx_bat_is_bitmap_slot(&img->g, i) ||
-		    i - i / (img->g.chunk_ratio + 1) >= img->g.payload_blocks)
+		    vhdx_bat_entry_block(&img->g, i) >= img->g.payload_blocks)
 			continue;
 		img->state_count[img->bat[i] & VHDX_BAT_STATE_MASK]++;
 	}
