@@ -473,6 +473,15 @@ int vhdx_write_close(struct vhdx_image *img);
 int vhdx_flush_data(struct vhdx_image *img);
 
 /*
+ * Grow the file from alloc_end to end (nothing if it reaches that far) for
+ * new space: reserved on the host first when reserve is set (ENOSPC now
+ * rather than at writeback), then the size set; alloc_end and file_size
+ * follow.  On failure they stay, so the next allocation tries the same
+ * place.  meta_lock held.  0 or -errno.
+ */
+int vhdx_grow_file(struct vhdx_image *img, uint64_t end, bool reserve);
+
+/*
  * Make [foff, foff + len) of the file read as zeros in place, clipped at
  * its end: the io zero op (unmap: may punch a hole), else zeros written.
  * 0 or -errno.

@@ -126,7 +126,8 @@ static int grow(void *opaque, uint64_t end, bool try_fallocate)
 	return write_zeros(opaque, size, end);
 }
 
-static int ntfs_truncate(void *opaque, uint64_t size)
+/* Set the size; a growth is written (zeros, or fallocate when tried). */
+static int set_size(void *opaque, uint64_t size, bool try_fallocate)
 {
 	int fd = *(int *)opaque;
 	uint64_t cur;
@@ -135,8 +136,13 @@ static int ntfs_truncate(void *opaque, uint64_t size)
 	if (ret < 0)
 		return ret;
 	if (size > cur)
-		return grow(opaque, size, false);
+		return grow(opaque, size, try_fallocate);
 	return ftruncate(fd, (off_t)size) < 0 ? -errno : 0;
+}
+
+static int ntfs_truncate(void *opaque, uint64_t size)
+{
+	return set_size(opaque, size, false);
 }
 
 /* Reserve space: past the end of the file, zeros; inside, NTFS files
@@ -172,15 +178,7 @@ static int ntfs_pwrite(void *opaque, const void *buf, size_t len, uint64_t off)
 
 static int dense_truncate(void *opaque, uint64_t size)
 {
-	int fd = *(int *)opaque;
-	uint64_t cur;
-	int ret = file_size(fd, &cur);
-
-	if (ret < 0)
-		return ret;
-	if (size > cur)
-		return grow(opaque, size, true);
-	return ftruncate(fd, (off_t)size) < 0 ? -errno : 0;
+	return set_size(opaque, size, true);
 }
 
 static int dense_allocate(void *opaque, uint64_t off, uint64_t len)

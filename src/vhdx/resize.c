@@ -234,16 +234,9 @@ static int alloc_blocks(struct resize *r, uint64_t n, uint64_t *first)
 	if (n > (VHDX_MAX_OFF - off) / img->g.block_size)
 		return -EFBIG;
 	end = off + n * img->g.block_size;
-	if (img->io.allocate && !r->sparse) {
-		ret = img->io.allocate(img->io.opaque, off, end - off);
-		if (ret < 0)
-			return ret;
-	}
-	ret = img->io.truncate(img->io.opaque, end);
+	ret = vhdx_grow_file(img, end, !r->sparse);
 	if (ret < 0)
 		return ret;
-	img->alloc_end = end;
-	__atomic_store_n(&img->file_size, end, __ATOMIC_RELEASE);
 	*first = off | VHDX_BLOCK_FULLY_PRESENT;
 	return 0;
 }
@@ -252,21 +245,6 @@ static int alloc_blocks(struct resize *r, uint64_t n, uint64_t *first)
 static int alloc_fixed(struct resize *r, uint64_t *entry)
 {
 	return alloc_blocks(r, 1, entry);
-}
-
-/* Extend the file to end if it ends before. */
-static int cover(struct vhdx_image *img, uint64_t end)
-{
-	int ret;
-
-	if (end <= img->alloc_end)
-		return 0;
-	ret = img->io.truncate(img->io.opaque, end);
-	if (ret < 0)
-		return ret;
-	img->alloc_end = end;
-	__atomic_store_n(&img->file_size, end, __ATOMIC_RELEASE);
-	return 0;
 }
 
 /*
@@ -344,7 +322,7 @@ static int clear_old_tail(struct resize *r)
 	    state == VHDX_BLOCK_PARTIALLY_PRESENT) {
 		uint64_t off = e & VHDX_BAT_OFFSET_MASK;
 		/* a block cut short by the end of file: all of it is needed */
-		int ret = cover(img, off + bs);
+		int ret = vhdx_grow_file(img, off + bs, false);
 
 		return ret ? ret
 			   : vhdx_zero_file(img, off + old % bs, bs - old % bs,
@@ -633,7 +611,8 @@ static int place_bat(struct resize *r, uint64_t first_idx)
 			/* the BAT's new units are no longer free places */
 			vhdx_freemap_use(img, img->bat_offset + img->bat_length,
 					 need - img->bat_length);
-			ret = cover(img, img->bat_offset + need);
+			ret =
+			    vhdx_grow_file(img, img->bat_offset + need, false);
 			if (ret == 0)
 				ret = write_unlinked_bat(r, img->bat_length,
 							 fresh);
@@ -645,7 +624,7 @@ static int place_bat(struct resize *r, uint64_t first_idx)
 	/* move: a complete new BAT after everything else */
 	r->bat_offset = img->alloc_end;
 	r->bat_length = (uint32_t)round_mib(r->n_entries * VHDX_BAT_ENTRY_SIZE);
-	ret = cover(img, r->bat_offset + r->bat_length);
+	ret = vhdx_grow_file(img, r->bat_offset + r->bat_length, false);
 	if (ret == 0)
 		ret = write_unlinked_bat(r, 0, fresh);
 	return ret;

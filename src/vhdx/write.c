@@ -181,25 +181,10 @@ static int alloc_block(struct vhdx_image *img, uint64_t pb, uint64_t *entry)
 	} else if (end > VHDX_MAX_OFF || end < off) {
 		return -EFBIG;
 	}
-	if (end) {
-		/*
-		 * Reserve the whole block: one host extent instead of one per
-		 * scattered write, and ENOSPC here rather than at writeback.
-		 * On failure nothing is published; alloc_end stays, so the
-		 * next allocation tries the same place.
-		 */
-		if (img->io.allocate && !(img->flags & VHDX_OPEN_SPARSE)) {
-			ret = img->io.allocate(img->io.opaque, off, end - off);
-			if (ret < 0)
-				return ret;
-		}
-		ret = img->io.truncate(img->io.opaque, end);
-		if (ret < 0)
-			return ret;
-		img->alloc_end = end;
-		/* readers of the file test it without meta_lock */
-		__atomic_store_n(&img->file_size, end, __ATOMIC_RELEASE);
-	}
+	/* the whole block reserved: one host extent, not one per write */
+	if (end && (ret = vhdx_grow_file(img, end,
+					 !(img->flags & VHDX_OPEN_SPARSE))) < 0)
+		return ret;
 	if (img->parent && (ret = copy_up(img, pb, e, off)) < 0) {
 		if (place)
 			vhdx_freemap_give(img, place, img->g.block_size);
@@ -272,6 +257,27 @@ long vhdx_write(struct vhdx_image *img, const void *buf, size_t len,
 		done += n;
 	}
 	return (long)done;
+}
+
+int vhdx_grow_file(struct vhdx_image *img, uint64_t end, bool reserve)
+{
+	uint64_t off = img->alloc_end;
+	int ret;
+
+	if (end <= off)
+		return 0;
+	if (reserve && img->io.allocate) {
+		ret = img->io.allocate(img->io.opaque, off, end - off);
+		if (ret < 0)
+			return ret;
+	}
+	ret = img->io.truncate(img->io.opaque, end);
+	if (ret < 0)
+		return ret;
+	img->alloc_end = end;
+	/* readers of the file test it without meta_lock */
+	__atomic_store_n(&img->file_size, end, __ATOMIC_RELEASE);
+	return 0;
 }
 
 /* ---- zeroing and discard (fmt §10.5) ---- */
