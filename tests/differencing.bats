@@ -12,7 +12,7 @@ source "$BATS_TEST_DIRNAME/lib/mkimages.sh"
 source "$BATS_TEST_DIRNAME/lib/vhdxtool-lib.bash"
 source "$BATS_TEST_DIRNAME/lib/diff-lib.bash"
 
-CORPUS=$SHARED_DIR/corpus
+source "$BATS_TEST_DIRNAME/lib/corpus.bash"
 CKPT_PARENT='Generation 1_49C4BAF3-4B25-4406-8C4B-D39E65C32385.avhdx'
 
 setup() {
@@ -329,11 +329,10 @@ merge_chain() {
 # --------------------------------------------- the Windows checkpoint
 
 @test "corpus checkpoint (parent not published): refused, paths tried named" {
-	[ -f "$CORPUS/dissect-differencing.avhdx.xz" ] ||
-		skip "no corpus at $CORPUS (set SHARED_DIR)"
-	require_cmd xz jq
-	local img=$T/dissect-differencing.avhdx before
-	xz -dc "$CORPUS/dissect-differencing.avhdx.xz" >"$img"
+	require_cmd jq
+	local img before
+	unpack dissect-differencing.avhdx.xz
+	img=$IMG
 	before=$(sha256 "$img")
 	# the name the parent locator gives, as vhdxtool info reads it
 	"$VHDXTOOL" info --json "$img" >"$T/info.json" || true
@@ -355,11 +354,9 @@ merge_chain() {
 }
 
 @test "corpus checkpoint with a fake parent of the wrong linkage: refused" {
-	[ -f "$CORPUS/dissect-differencing.avhdx.xz" ] ||
-		skip "no corpus at $CORPUS (set SHARED_DIR)"
-	require_cmd xz
-	local img=$T/dissect-differencing.avhdx before fake
-	xz -dc "$CORPUS/dissect-differencing.avhdx.xz" >"$img"
+	local img before fake
+	unpack dissect-differencing.avhdx.xz
+	img=$IMG
 	before=$(sha256 "$img")
 	# right name, right size, right sectors; another DataWriteGuid
 	"$VHDXTOOL" create -s 8G "$T/$CKPT_PARENT"

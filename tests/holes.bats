@@ -13,7 +13,7 @@
 load lib/common
 
 : "${VHDXTOOL:=$TOP_BUILDDIR/vhdxtool}"
-CORPUS=$SHARED_DIR/corpus
+source "$BATS_TEST_DIRNAME/lib/corpus.bash"
 CKPT_PARENT='Generation 1_49C4BAF3-4B25-4406-8C4B-D39E65C32385.avhdx'
 MiB=$((1024 * 1024))
 
@@ -170,11 +170,9 @@ sha() { sha256sum <"$1" | cut -d' ' -f1; }
 }
 
 @test "Hyper-V checkpoint: sector bitmaps of PARTIALLY_PRESENT blocks" {
-	[ -f "$CORPUS/dissect-differencing.avhdx.xz" ] ||
-		skip "no corpus at $CORPUS (set SHARED_DIR)"
-	require_cmd xz
-	local img=$T/ckpt.avhdx parent="$T/$CKPT_PARENT"
-	xz -dc "$CORPUS/dissect-differencing.avhdx.xz" >"$img"
+	local img parent="$T/$CKPT_PARENT"
+	unpack dissect-differencing.avhdx.xz
+	img=$IMG
 	# a parent of our own with data under and beside the child's sectors,
 	# then given the DataWriteGuid the checkpoint is linked to
 	"$VHDXTOOL" create -q -s 8G --block-size 2M "$parent"
@@ -186,7 +184,7 @@ sha() { sha256sum <"$1" | cut -d' ' -f1; }
 	python3 "$TOP_SRCDIR/tests/lib/vhdxedit.py" "$parent" set \
 		headers.datawriteguid ff34003b-11ed-4cf8-a166-b2be05e20b80
 	vf_mount "$img" "$T/mnt" -o ro
-	check_against_bat "$T/mnt/ckpt.raw" "$img" "$parent"
+	check_against_bat "$T/mnt/dissect-differencing.raw" "$img" "$parent"
 	# sector granularity: some extent is not a multiple of 64 KiB
 	run awk '$2 % 65536 { n++ } END { print n + 0 }' "$T/bat.seek"
 	[ "$output" -gt 0 ]

@@ -11,8 +11,7 @@ load lib/common
 source "$BATS_TEST_DIRNAME/lib/mkimages.sh"
 source "$BATS_TEST_DIRNAME/lib/vhdxtool-lib.bash"
 source "$BATS_TEST_DIRNAME/lib/diff-lib.bash"
-
-CORPUS=$SHARED_DIR/corpus
+source "$BATS_TEST_DIRNAME/lib/corpus.bash"
 
 setup() {
 	common_setup
@@ -181,10 +180,9 @@ for s, e in out:
 }
 
 @test "nbdinfo --map of a Hyper-V image with ZERO and UNMAPPED blocks (corpus)" {
-	local file=discutils-lvm2.vhdx.xz img=$T/lvm2.vhdx j
-	[ -f "$CORPUS/$file" ] || skip "no corpus at $CORPUS (set SHARED_DIR)"
-	xz -dc "$CORPUS/$file" |
-		dd of="$img" bs=1M conv=sparse iflag=fullblock status=none
+	local img j
+	unpack discutils-lvm2.vhdx.xz
+	img=$IMG
 	nbd_run -r "$PLUGIN" file="$img" -- 'nbdinfo --map --json "$uri"'
 	assert_success
 	j=$output
@@ -252,14 +250,11 @@ for s, e in out:
 # shows it (MANIFEST: raw_sha256_qemu, what the mount shows in
 # corpus.bats), and the image file is not written.
 dirty_corpus() {
-	local file=$1 img=$T/${1%.xz} want before
-	[ -f "$CORPUS/MANIFEST.tsv" ] || skip "no corpus at $CORPUS (set SHARED_DIR)"
-	want=$(awk -F'\t' -v f="$file" 'NR == 1 { for (i = 1; i <= NF; i++)
-		c[$i] = i; next } $1 == f { print $(c["raw_sha256_qemu"]) }' \
-		"$CORPUS/MANIFEST.tsv")
+	local img want before
+	unpack "$1"
+	img=$IMG
+	want=$(manifest_field "$1" raw_sha256_qemu)
 	[[ $want =~ ^[0-9a-f]{64}$ ]]
-	xz -dc "$CORPUS/$file" |
-		dd of="$img" bs=1M conv=sparse iflag=fullblock status=none
 	before=$(fast_sha256 "$img")
 	# qemu itself refuses to read it without writing it
 	run qemu-img convert -f vhdx -O raw "$img" "$T/q.raw"
