@@ -14,6 +14,7 @@
 
 load lib/common
 source "$BATS_TEST_DIRNAME/lib/mkimages.sh"
+source "$BATS_TEST_DIRNAME/lib/corpus.bash"
 
 : "${VHDXTOOL:=$TOP_BUILDDIR/vhdxtool}"
 KiB=1024
@@ -581,9 +582,7 @@ HV_PARENT='Generation 1_49C4BAF3-4B25-4406-8C4B-D39E65C32385.avhdx'
 HV_LINKAGE=ff34003b-11ed-4cf8-a166-b2be05e20b80
 
 @test "Hyper-V checkpoint: punch and zero in PARTIALLY_PRESENT blocks" {
-	[ -f "$SHARED_DIR/corpus/$HV_CKPT.xz" ] ||
-		skip "no corpus at $SHARED_DIR/corpus (set SHARED_DIR)"
-	require_cmd xz
+	require_corpus
 	local c=$T/hv/$HV_CKPT p=$T/hv/$HV_PARENT ref=$T/ref.raw f psum b
 	local bs=$((2 * MiB)) list
 	# PARTIALLY_PRESENT in the checkpoint: 0 256 923 1027 1028 1041 1042
@@ -591,7 +590,8 @@ HV_LINKAGE=ff34003b-11ed-4cf8-a166-b2be05e20b80
 	local blocks=(0 1 256 923 1027 1028 1029 1041 1042 1043)
 	list=$(IFS=,; echo "${blocks[*]}")
 	mkdir -p "$T/hv"
-	xz -dc "$SHARED_DIR/corpus/$HV_CKPT.xz" >"$c"
+	unpack "$HV_CKPT.xz"
+	mv "$IMG" "$c"
 	"$VHDXTOOL" create -q -s 8G --block-size 2M "$p"
 	touch "$T/disk"
 	vf_mount "$p" "$T/disk"

@@ -8,6 +8,7 @@
 load lib/common
 source "$BATS_TEST_DIRNAME/lib/mkimages.sh"
 source "$BATS_TEST_DIRNAME/lib/vhdxtool-lib.bash"
+source "$BATS_TEST_DIRNAME/lib/corpus.bash"
 
 setup() {
 	common_setup
@@ -242,7 +243,8 @@ create_matrix() {
 	mk_random_sources
 	for sectors in 512/512 512/4096 4096/4096; do
 		lss=${sectors%/*} pss=${sectors#*/}
-		sizes="$((3 * MiB + 4096)) $((300 * MiB))"
+		# a few MiB; and more than one block, the last one partial
+		sizes="$((3 * MiB + 4096)) $((bs + 44 * MiB + 4096))"
 		# past the first 4 GiB chunk (512-byte sectors; 32 GiB for 4096)
 		[ "$type" = dynamic ] && [ "$lss" -eq 512 ] &&
 			sizes="$sizes $((5 * GiB))"
@@ -523,17 +525,15 @@ create_matrix() {
 }
 
 @test "info --json on the corpus dirty-log images: log state as MANIFEST says" {
-	require_cmd jq xz
+	require_cmd jq
 	local f img j
 	for f in qemu-iotest-dirtylog-10G-4M discutils-vhdx-log-replay; do
-		[ -f "$SHARED_DIR/corpus/$f.vhdx.xz" ] || skip "corpus not found"
-		img="$T/$f.vhdx"
-		xz -dc "$SHARED_DIR/corpus/$f.vhdx.xz" >"$img"
+		unpack "$f.vhdx.xz"
+		img=$IMG
 		j=$("$VHDXTOOL" info --json "$img")
 		jq -e '.log.dirty and .log.replayed' <<<"$j"
 		# MANIFEST: "dirty (LogGuid G; active sequence [S1, S2...])"
-		awk -F'\t' -v f="$f.vhdx.xz" '$1 == f { print $14 }' \
-			"$SHARED_DIR/corpus/MANIFEST.tsv" >"$T/state"
+		manifest_field "$f.vhdx.xz" log_state >"$T/state"
 		cat "$T/state"
 		grep -qi "$(jq -r .log.guid <<<"$j")" "$T/state"
 		grep -q "\[$(jq .log.active_sequence.first <<<"$j" |
@@ -759,27 +759,25 @@ check_unrepairable() {
 }
 
 @test "check: the clean corpus images pass" {
-	require_cmd xz
-	local f name n=0
-	for f in "$SHARED_DIR"/corpus/*.vhdx.xz; do
-		[ -e "$f" ] || skip "corpus not found"
-		name=$(basename "$f" .xz)
-		case $name in *dirtylog* | *log-replay*) continue ;; esac
-		xz -dc "$f" >"$T/$name"
-		vt_expect_check "$T/$name" 0 "no problems found"
-		rm -f "$T/$name"
+	local f n=0
+	require_corpus
+	for f in "$CORPUS"/*.vhdx.xz; do
+		f=$(basename "$f")
+		case $f in *dirtylog* | *log-replay*) continue ;; esac
+		unpack "$f"
+		vt_expect_check "$IMG" 0 "no problems found"
+		rm -f "$IMG"
 		n=$((n + 1))
 	done
 	[ "$n" -ge 5 ]
 }
 
 @test "check --repair replays the corpus dirty logs as qemu does" {
-	require_cmd xz qemu-img
+	require_cmd qemu-img
 	local f img want
 	for f in qemu-iotest-dirtylog-10G-4M discutils-vhdx-log-replay; do
-		[ -f "$SHARED_DIR/corpus/$f.vhdx.xz" ] || skip "corpus not found"
-		img="$T/$f.vhdx"
-		xz -dc "$SHARED_DIR/corpus/$f.vhdx.xz" >"$img"
+		unpack "$f.vhdx.xz"
+		img=$IMG
 		# qemu refuses to read it before a replay
 		run qemu-img check -f vhdx "$img"
 		assert_failure
@@ -789,8 +787,7 @@ check_unrepairable() {
 		assert_success
 		assert_output --partial "repaired: replayed the log"
 		qemu-img check -q -f vhdx "$img"
-		want=$(awk -F'\t' -v f="$f.vhdx.xz" '$1 == f { print $17 }' \
-			"$SHARED_DIR/corpus/MANIFEST.tsv")
+		want=$(manifest_field "$f.vhdx.xz" raw_sha256_qemu)
 		qemu_raw "$img" "$T/replayed.raw"
 		[ "$(fast_sha256 "$T/replayed.raw")" = "$want" ]
 		rm -f "$T/replayed.raw"

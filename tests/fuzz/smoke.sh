@@ -1,5 +1,5 @@
 #!/bin/sh
-# Run each libFuzzer target for FUZZ_SECONDS on seeds made from images of
+# Run each libFuzzer target (at once) for FUZZ_SECONDS on seeds made from images of
 # our own (qemu-img) and, when present, the shared corpus.  Prints the total
 # executions; exits non-zero if a target found anything (the input is left
 # in tests/fuzz/findings/ to become a regression test).
@@ -25,7 +25,8 @@ done
 if [ -d "${SHARED_DIR:-}/corpus" ]; then
 	for x in "$SHARED_DIR"/corpus/*.xz; do
 		b=$(basename "$x" .xz)
-		xz -dc "$x" >"$work/$b"
+		xz -dc "$x" | dd of="$work/$b" bs=1M conv=sparse \
+			iflag=fullblock status=none
 		python3 "$top/tests/fuzz/mkseed.py" "$work/$b" \
 			"$work/seed_open/$b"
 		rm -f "$work/$b"
@@ -33,13 +34,24 @@ if [ -d "${SHARED_DIR:-}/corpus" ]; then
 fi
 printf '\002' >"$work/seed_ops/empty"
 
+# the targets run at the same time, each on its own core if there are two
+for t in open ops; do
+	(
+		st=0
+		tests/fuzz/fuzz_$t -max_total_time="$secs" -rss_limit_mb=4096 \
+			-max_len=400000 \
+			-artifact_prefix=tests/fuzz/findings/$t- \
+			"$work/seed_$t" >"$work/$t.log" 2>&1 || st=$?
+		echo "$st" >"$work/$t.status"
+	) &
+done
+wait
+
 total=0
 status=0
 for t in open ops; do
 	log=$work/$t.log
-	if ! tests/fuzz/fuzz_$t -max_total_time="$secs" -rss_limit_mb=4096 \
-		-max_len=400000 -artifact_prefix=tests/fuzz/findings/$t- \
-		"$work/seed_$t" >"$log" 2>&1; then
+	if [ "$(cat "$work/$t.status")" != 0 ]; then
 		echo "fuzz_$t: FOUND A PROBLEM"
 		grep -E 'ERROR|SUMMARY|runtime error|deadly' "$log" | head -5
 		status=1
