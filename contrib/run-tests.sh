@@ -52,16 +52,16 @@ step "unit tests and fuzz replays under ASan+UBSan (make check-sanitizers)"
 make -j"$(nproc)" check-sanitizers
 
 step "concurrency tests under ThreadSanitizer (make check-tsan)"
-make check-tsan
+make -j"$(nproc)" check-tsan
 
 step "unit tests under valgrind memcheck (make check-valgrind)"
 make -j"$(nproc)" check-valgrind
 
 step "fuzz smoke run (libFuzzer, ${FUZZ_SECONDS:-60} s per target)"
-make fuzz-smoke FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
+make -j"$(nproc)" fuzz-smoke FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
 
 step "make distcheck (the quick tests from the tarball)"
-make distcheck 'TESTS=$(QUICK_TESTS)' >/dev/null
+make -j"$(nproc)" distcheck 'TESTS=$(QUICK_TESTS)' >/dev/null
 
 step "summary"
 grep -h -E '^# (TOTAL|PASS|SKIP|XFAIL|FAIL|XPASS|ERROR):' test-suite.log ||

@@ -245,8 +245,9 @@ create_matrix() {
 		lss=${sectors%/*} pss=${sectors#*/}
 		# a few MiB; and more than one block, the last one partial
 		sizes="$((3 * MiB + 4096)) $((bs + 44 * MiB + 4096))"
-		# past the first 4 GiB chunk (512-byte sectors; 32 GiB for 4096)
-		[ "$type" = dynamic ] && [ "$lss" -eq 512 ] &&
+		# past the first 4 GiB chunk (512-byte sectors; 32 GiB for 4096;
+		# the physical sector size does not change the chunk)
+		[ "$type" = dynamic ] && [ "$sectors" = 512/512 ] &&
 			sizes="$sizes $((5 * GiB))"
 		for size in $sizes; do
 			echo "# $type bs=$bs sectors=$sectors size=$size" >&3

@@ -97,6 +97,8 @@ write_case() {
 		# 3.6 blocks and a few sectors: the last block is partial
 		size=$((bs * MiB * 36 / 10 / 512 * 512 + 1536))
 		[ "$bs" -eq 1 ] && size=$((37 * MiB + 1536))
+		# (2.3 blocks of 256 MiB: still a partial last one)
+		[ "$bs" -eq 256 ] && size=$((600 * MiB + 1536))
 		qemu-img create -q -f vhdx -o block_size=${bs}M "$T/d$bs.vhdx" "$size"
 		write_case "$T/d$bs.vhdx" $((bs * MiB)) --count 120
 		rm -f "$T/d$bs.vhdx"

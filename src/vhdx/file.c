@@ -446,6 +446,11 @@ static int take_lock(int fd, unsigned int flags, unsigned int wait_ms,
 		vhdx_lock_holder_find(fd, &h);
 		/* wait only for a holder that is shutting down */
 		if (!h.closing || now_ms() >= deadline) {
+			/* it may have let go while we looked for it */
+			if (!fcntl(fd, F_OFD_SETLK, &fl)) {
+				fs->locked = true;
+				return 0;
+			}
 			fs->holder = h;
 			return -EBUSY;
 		}
