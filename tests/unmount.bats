@@ -14,6 +14,7 @@ load lib/sbin
 
 setup() {
 	common_setup
+	STALE=()
 	require_root
 	require_fuse
 	require_cmd qemu-img findmnt mount umount flock python3
@@ -36,6 +37,7 @@ teardown() {
 	p=$(record_pid "$MNT" 2>/dev/null) && vf_track "$MNT" "$p"
 	common_teardown
 	sbin_teardown
+	rm -f "${STALE[@]}"
 	[ "$S" = "$T" ] || rm -rf "$S"
 }
 
@@ -147,6 +149,52 @@ fstab_mount() {
 	[ ! -e "/run/vhdxfuse/$pid" ]
 	run qemu-img check "$IMG"
 	assert_success
+}
+
+@test "records left by killed daemons: one whose PID now names another process is not taken for the daemon; the next daemon removes them" {
+	install_sbin_helpers
+	local pid other dead real
+	# a process that is not a daemon, holding a PID a dead daemon had
+	sleep 300 &
+	other=$!
+	track_pid "$other"
+	# and a PID that no process has any more
+	true &
+	dead=$!
+	wait "$dead"
+	direct_mount
+	pid=$(record_pid "$MNT")
+	[ -n "$pid" ]
+	# hide the daemon's own record, so that only the stale ones name MNT
+	# (umount then finds the daemon by its lock), and leave two stale ones:
+	# one as written now (start time of another process) and one as written
+	# by earlier versions (no start time)
+	real=/run/vhdxfuse/$pid
+	mv "$real" "$T/record"
+	printf 'pid=%s\ndev=1\nino=1\nstate=mounted\nstart=1\nmountpoint=%s' \
+		"$other" "$MNT" >"/run/vhdxfuse/$other"
+	printf 'pid=%s\ndev=1\nino=1\nstate=mounted\nmountpoint=%s' \
+		"$dead" "$MNT" >"/run/vhdxfuse/$dead"
+	STALE=("/run/vhdxfuse/$other" "/run/vhdxfuse/$dead")
+	write_both 1
+	# umount waits for the daemon, not for the sleep (which would time out)
+	run umount "$MNT"
+	assert_success
+	refute_output --partial "still closing"
+	wait_pid_gone "$pid" 0
+	kill -0 "$other"
+	run qemu-img compare -f vhdx -F raw "$IMG" "$T/ref.raw"
+	assert_success
+	# the next daemon to start sweeps both stale records away
+	[ -e "/run/vhdxfuse/$other" ] && [ -e "/run/vhdxfuse/$dead" ]
+	direct_mount
+	[ ! -e "/run/vhdxfuse/$other" ]
+	[ ! -e "/run/vhdxfuse/$dead" ]
+	pid=$(record_pid "$MNT")
+	[ -e "/run/vhdxfuse/$pid" ]
+	umount "$MNT"
+	wait_pid_gone "$pid" 0
+	kill "$other"
 }
 
 @test "vhdxfuse -u MNT (for fusermount3 users) unmounts and waits; -u on a non-vhdxfuse path fails" {

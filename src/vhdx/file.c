@@ -88,6 +88,133 @@ static char *record_path(pid_t pid)
 	return path;
 }
 
+struct record {
+	long pid;
+	unsigned long long dev, ino, start; /* start 0: not recorded */
+	bool closing;
+	char mountpoint[PATH_MAX];
+};
+
+/*
+ * When pid started, in clock ticks after boot (field 22 of /proc/PID/stat):
+ * with the PID it names one process, even after the PID is reused.  0 if
+ * it cannot be read.
+ */
+static unsigned long long pid_start_time(long pid)
+{
+	char path[64], buf[1024], *p;
+	unsigned long long start = 0;
+	FILE *f;
+	size_t n;
+
+	snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	/* the name may hold spaces and parentheses: skip to the last ')' */
+	p = strrchr(buf, ')');
+	if (!p || sscanf(p + 1,
+			 " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u "
+			 "%*d %*d %*d %*d %*d %*d %llu",
+			 &start) != 1)
+		return 0;
+	return start;
+}
+
+static int record_read(const char *path, struct record *r)
+{
+	char buf[PATH_MAX + 256], state[16] = "";
+	FILE *f = fopen(path, "re");
+	size_t n;
+	char *mp, *st;
+
+	if (!f)
+		return -1;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	mp = strstr(buf, "\nmountpoint=");
+	if (!mp || sscanf(buf, "pid=%ld\ndev=%llu\nino=%llu\nstate=%15s",
+			  &r->pid, &r->dev, &r->ino, state) != 4)
+		return -1;
+	/* records of earlier versions have no start time */
+	st = strstr(buf, "\nstart=");
+	if (!st || st > mp || sscanf(st, "\nstart=%llu", &r->start) != 1)
+		r->start = 0;
+	snprintf(r->mountpoint, sizeof(r->mountpoint), "%s",
+		 mp + strlen("\nmountpoint="));
+	r->closing = !strcmp(state, "closing");
+	return r->pid > 0 ? 0 : -1;
+}
+
+/* Is /proc/PID/comm "vhdxfuse"? */
+static bool pid_is_vhdxfuse(long pid)
+{
+	char path[64], comm[32] = "";
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%ld/comm", pid);
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	if (!fgets(comm, sizeof(comm), f))
+		comm[0] = '\0';
+	fclose(f);
+	comm[strcspn(comm, "\n")] = '\0';
+	return !strcmp(comm, "vhdxfuse");
+}
+
+/*
+ * Is the daemon that wrote r still running?  Its PID alone does not say:
+ * a daemon that was killed leaves its record behind, and the PID may now
+ * be another process's.  The start time says; without one, the name.
+ */
+static bool record_live(const struct record *r)
+{
+	if (kill((pid_t)r->pid, 0) && errno != EPERM)
+		return false;
+	if (r->start) {
+		unsigned long long now = pid_start_time(r->pid);
+
+		/* 0: /proc hides it (hidepid); trust the PID then */
+		return !now || now == r->start;
+	}
+	return pid_is_vhdxfuse(r->pid);
+}
+
+/* Is name a record's file name (a PID), not a temporary one? */
+static bool record_name(const char *name)
+{
+	return isdigit((unsigned char)name[0]) && !strchr(name, '.');
+}
+
+/*
+ * Remove the records in dir of daemons that are gone (killed, so they could
+ * not remove their own).  Best effort: a record that cannot be read or
+ * removed stays, and is ignored by its readers.
+ */
+static void records_sweep(const char *dir)
+{
+	DIR *d = opendir(dir);
+
+	for (struct dirent *e; d && (e = readdir(d));) {
+		struct record r;
+		char *p;
+
+		if (!record_name(e->d_name) ||
+		    asprintf(&p, "%s/%s", dir, e->d_name) < 0)
+			continue;
+		if (!record_read(p, &r) && !record_live(&r))
+			unlink(p);
+		free(p);
+	}
+	if (d)
+		closedir(d);
+}
+
 int vhdx_record_write(int fd, const char *mountpoint, bool closing)
 {
 	char *dir = record_dir(), *path = NULL, *tmp = NULL;
@@ -105,6 +232,7 @@ int vhdx_record_write(int fd, const char *mountpoint, bool closing)
 		ret = -errno;
 		goto out;
 	}
+	records_sweep(dir);
 	if (asprintf(&path, "%s/%ld", dir, (long)getpid()) < 0 ||
 	    asprintf(&tmp, "%s.tmp", path) < 0) {
 		path = tmp = NULL;
@@ -116,10 +244,12 @@ int vhdx_record_write(int fd, const char *mountpoint, bool closing)
 		goto out;
 	}
 	/* the mount point last: it runs to the end of the file */
-	fprintf(f, "pid=%ld\ndev=%llu\nino=%llu\nstate=%s\nmountpoint=%s",
+	fprintf(f,
+		"pid=%ld\ndev=%llu\nino=%llu\nstate=%s\nstart=%llu\n"
+		"mountpoint=%s",
 		(long)getpid(), (unsigned long long)st.st_dev,
 		(unsigned long long)st.st_ino, closing ? "closing" : "mounted",
-		mountpoint);
+		pid_start_time(getpid()), mountpoint);
 	ret = fclose(f) ? -errno : 0;
 	if (!ret && rename(tmp, path))
 		ret = -errno;
@@ -139,40 +269,6 @@ void vhdx_record_remove(void)
 	if (path)
 		unlink(path);
 	free(path);
-}
-
-struct record {
-	long pid;
-	unsigned long long dev, ino;
-	bool closing;
-	char mountpoint[PATH_MAX];
-};
-
-static int record_read(const char *path, struct record *r)
-{
-	char buf[PATH_MAX + 256], state[16] = "";
-	FILE *f = fopen(path, "re");
-	size_t n;
-	char *mp;
-
-	if (!f)
-		return -1;
-	n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = '\0';
-	mp = strstr(buf, "\nmountpoint=");
-	if (!mp || sscanf(buf, "pid=%ld\ndev=%llu\nino=%llu\nstate=%15s",
-			  &r->pid, &r->dev, &r->ino, state) != 4)
-		return -1;
-	snprintf(r->mountpoint, sizeof(r->mountpoint), "%s",
-		 mp + strlen("\nmountpoint="));
-	r->closing = !strcmp(state, "closing");
-	return r->pid > 0 ? 0 : -1;
-}
-
-static bool pid_alive(long pid)
-{
-	return kill((pid_t)pid, 0) == 0 || errno == EPERM;
 }
 
 /* Undo the octal escapes (\040 for a space ...) of /proc/self/mountinfo. */
@@ -240,12 +336,10 @@ static int records_in(const char *dir, record_fn fn, void *arg)
 		struct record r;
 		char *p;
 
-		if (!isdigit((unsigned char)e->d_name[0]) ||
-		    strchr(e->d_name, '.'))
+		if (!record_name(e->d_name) ||
+		    asprintf(&p, "%s/%s", dir, e->d_name) < 0)
 			continue;
-		if (asprintf(&p, "%s/%s", dir, e->d_name) < 0)
-			continue;
-		if (!record_read(p, &r) && pid_alive(r.pid))
+		if (!record_read(p, &r) && record_live(&r))
 			ret = fn(&r, arg);
 		free(p);
 	}
