@@ -687,6 +687,42 @@ print("ok")' "$T/disk"
 	vf_umount "$MNT"
 }
 
+@test "read-write mount: the directory keeps its one file; creating, removing, renaming and linking fail with EPERM (not ENOSYS), the disk still takes writes" {
+	require_fuse
+	make_test_image
+	vf_mount "$IMG" "$MNT"
+	run python3 -c '
+import errno, os, sys
+d = sys.argv[1]
+f = os.path.join(d, "disk.raw")
+tries = [
+    ("create", lambda: os.open(os.path.join(d, "new"), os.O_CREAT | os.O_WRONLY, 0o644)),
+    ("mknod", lambda: os.mkfifo(os.path.join(d, "fifo"))),
+    ("mkdir", lambda: os.mkdir(os.path.join(d, "dir"))),
+    ("symlink", lambda: os.symlink("disk.raw", os.path.join(d, "sym"))),
+    ("link", lambda: os.link(f, os.path.join(d, "hard"))),
+    ("unlink", lambda: os.unlink(f)),
+    ("rename", lambda: os.rename(f, os.path.join(d, "other.raw"))),
+]
+bad = 0
+for name, call in tries:
+    try:
+        call()
+        print(name, "succeeded"); bad += 1
+    except OSError as e:
+        if e.errno != errno.EPERM:
+            print(name, errno.errorcode[e.errno]); bad += 1
+print(sorted(os.listdir(d)))
+sys.exit(bad)' "$MNT"
+	assert_success
+	assert_output "['disk.raw']"
+	# an existing file opened with O_CREAT (a shell redirect, cp) still works
+	head -c 4096 /dev/urandom >"$T/chunk"
+	cp "$T/chunk" "$MNT/disk.raw"
+	cmp -n 4096 "$T/chunk" "$MNT/disk.raw"
+	vf_umount "$MNT"
+}
+
 @test "the mount is read-only: writes, truncation and new files fail" {
 	require_fuse
 	make_test_image

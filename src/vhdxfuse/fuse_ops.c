@@ -797,6 +797,61 @@ static void vf_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 		fuse_reply_lseek(req, (off_t)pos);
 }
 
+/*
+ * The directory holds the disk's file and nothing else, for root too (the
+ * kernel refuses others by the directory's mode): nothing is created,
+ * removed or renamed in it.  EPERM, not the ENOSYS ("Function not
+ * implemented") that an absent handler would give.
+ */
+static void vf_create(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      mode_t mode, struct fuse_file_info *fi)
+{
+	(void)parent, (void)name, (void)mode, (void)fi;
+	fuse_reply_err(req, EPERM);
+}
+
+static void vf_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     mode_t mode, dev_t rdev)
+{
+	(void)parent, (void)name, (void)mode, (void)rdev;
+	fuse_reply_err(req, EPERM);
+}
+
+static void vf_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     mode_t mode)
+{
+	(void)parent, (void)name, (void)mode;
+	fuse_reply_err(req, EPERM);
+}
+
+static void vf_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
+		       const char *name)
+{
+	(void)link, (void)parent, (void)name;
+	fuse_reply_err(req, EPERM);
+}
+
+static void vf_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent,
+		    const char *name)
+{
+	(void)ino, (void)parent, (void)name;
+	fuse_reply_err(req, EPERM);
+}
+
+static void vf_remove(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	(void)parent, (void)name;
+	fuse_reply_err(req, EPERM);
+}
+
+static void vf_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      fuse_ino_t newparent, const char *newname,
+		      unsigned int flags)
+{
+	(void)parent, (void)name, (void)newparent, (void)newname, (void)flags;
+	fuse_reply_err(req, EPERM);
+}
+
 const struct fuse_lowlevel_ops vf_ops = {
     .init = vf_init,
     .lookup = vf_lookup,
@@ -815,4 +870,12 @@ const struct fuse_lowlevel_ops vf_ops = {
     .fsyncdir = vf_fsyncdir,
     .statfs = vf_statfs,
     .lseek = vf_lseek,
+    .create = vf_create,
+    .mknod = vf_mknod,
+    .mkdir = vf_mkdir,
+    .symlink = vf_symlink,
+    .link = vf_link,
+    .unlink = vf_remove,
+    .rmdir = vf_remove,
+    .rename = vf_rename,
 };
