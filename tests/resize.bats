@@ -275,15 +275,27 @@ rs_qemu_info_ok() {
 	[ "$(qemu-img info --output=json "$IMG" | jq '."virtual-size"')" -eq $((64 * MiB)) ]
 }
 
-@test "resize: a mounted image is refused (locked)" {
+@test "resize: a mounted image is refused (locked), with the way to grow it online" {
 	require_fuse
 	"$VHDXTOOL" create -q -s 64M "$IMG"
 	mkdir "$T/mnt"
 	vf_mount "$IMG" "$T/mnt"
 	run "$VHDXTOOL" resize -s 128M "$IMG"
 	assert_failure 4
+	assert_output --partial "in use (locked by PID $(vf_pid "$T/mnt") (vhdxfuse), mounted at $T/mnt)"
+	assert_output --partial "truncate -s SIZE its file under the mount point"
+	# and the advice works
+	truncate -s 128M "$T/mnt/disk.raw"
+	[ "$(stat -c %s "$T/mnt/disk.raw")" -eq $((128 * MiB)) ]
 	vf_umount "$T/mnt"
-	[ "$(qemu-img info --output=json "$IMG" | jq '."virtual-size"')" -eq $((64 * MiB)) ]
+	[ "$(qemu-img info --output=json "$IMG" | jq '."virtual-size"')" -eq $((128 * MiB)) ]
+	# a lock held by another program gets no such advice
+	hold_lock ex "$IMG"
+	run "$VHDXTOOL" resize -s 256M "$IMG"
+	assert_failure 4
+	assert_output --partial "in use (locked by PID $HOLDER_PID (python3))"
+	refute_output --partial "truncate"
+	kill "$HOLDER_PID"
 }
 
 @test "differencing image: grow and shrink; new space reads as zeros, not as the parent" {

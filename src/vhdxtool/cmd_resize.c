@@ -139,6 +139,9 @@ int vt_cmd_resize(int argc, char **argv)
 	ret = vt_resize_parse(argc, argv, &c);
 	if (ret)
 		return ret < 0 ? VT_EXIT_OK : ret;
+	vt_busy_hint = "to grow a mounted disk, truncate -s SIZE its file "
+		       "under the mount point (Online grow in vhdxfuse(1)); "
+		       "to shrink it, unmount first";
 	status = vt_image_open(&vi, c.image, true, NULL, NULL);
 	if (status)
 		return status;

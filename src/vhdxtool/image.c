@@ -36,6 +36,7 @@ void vt_catch_signals(void)
 }
 
 bool vt_force_share;
+const char *vt_busy_hint;
 
 /*
  * How long to wait for a lock whose holder is shutting down: $VHDXFUSE_LOCK_WAIT
@@ -97,6 +98,9 @@ static int vt_open_file(const char *path, bool writable, int *fd)
 		vt_err("%s is in use (%s)%s", path, who,
 		       writable ? ""
 				: "; -U (--force-share) inspects it anyway");
+		if (vt_busy_hint && st.holder.mountpoint[0] &&
+		    !st.holder.closing)
+			vt_err("%s", vt_busy_hint);
 		return VT_EXIT_FAILURE;
 	}
 	if (ret) {

@@ -159,6 +159,9 @@ struct vt_image {
  * a command that writes.
  */
 extern bool vt_force_share;
+/* Said after "in use" when a vhdxfuse mount holds the image (a command's
+ * advice on doing the same through the mount). */
+extern const char *vt_busy_hint;
 
 /*
  * Open and lock PATH (shared lock read-only, exclusive lock writable) and
