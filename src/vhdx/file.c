@@ -96,32 +96,65 @@ struct record {
 };
 
 /*
- * When pid started, in clock ticks after boot (field 22 of /proc/PID/stat):
- * with the PID it names one process, even after the PID is reused.  0 if
- * it cannot be read.
+ * From /proc/PID/stat: the state letter (R, S, Z ...) and when the process
+ * started, in clock ticks after boot (field 22; with the PID it names one
+ * process, even after the PID is reused).  0, or -1 if it cannot be read.
  */
-static unsigned long long pid_start_time(long pid)
+static int pid_stat(long pid, char *state, unsigned long long *start)
 {
 	char path[64], buf[1024], *p;
-	unsigned long long start = 0;
 	FILE *f;
 	size_t n;
 
 	snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
 	f = fopen(path, "re");
 	if (!f)
-		return 0;
+		return -1;
 	n = fread(buf, 1, sizeof(buf) - 1, f);
 	fclose(f);
 	buf[n] = '\0';
 	/* the name may hold spaces and parentheses: skip to the last ')' */
 	p = strrchr(buf, ')');
 	if (!p || sscanf(p + 1,
-			 " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u "
+			 " %c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u "
 			 "%*d %*d %*d %*d %*d %*d %llu",
-			 &start) != 1)
-		return 0;
-	return start;
+			 state, start) != 2)
+		return -1;
+	return 0;
+}
+
+/* When pid started (see pid_stat); 0 if it cannot be read. */
+static unsigned long long pid_start_time(long pid)
+{
+	unsigned long long start;
+	char state;
+
+	return pid_stat(pid, &state, &start) ? 0 : start;
+}
+
+bool vhdx_pid_exited(long pid)
+{
+	unsigned long long start;
+	char state;
+
+	return pid_stat(pid, &state, &start) || state == 'Z' || state == 'X';
+}
+
+/* pid's command name (/proc/PID/comm) into buf; "" if it cannot be read. */
+static void pid_comm(long pid, char *buf, size_t len)
+{
+	char path[64];
+	FILE *f;
+
+	buf[0] = '\0';
+	snprintf(path, sizeof(path), "/proc/%ld/comm", pid);
+	f = fopen(path, "re");
+	if (!f)
+		return;
+	if (!fgets(buf, (int)len, f))
+		buf[0] = '\0';
+	fclose(f);
+	buf[strcspn(buf, "\n")] = '\0';
 }
 
 static int record_read(const char *path, struct record *r)
@@ -150,23 +183,6 @@ static int record_read(const char *path, struct record *r)
 	return r->pid > 0 ? 0 : -1;
 }
 
-/* Is /proc/PID/comm "vhdxfuse"? */
-static bool pid_is_vhdxfuse(long pid)
-{
-	char path[64], comm[32] = "";
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/%ld/comm", pid);
-	f = fopen(path, "re");
-	if (!f)
-		return false;
-	if (!fgets(comm, sizeof(comm), f))
-		comm[0] = '\0';
-	fclose(f);
-	comm[strcspn(comm, "\n")] = '\0';
-	return !strcmp(comm, "vhdxfuse");
-}
-
 /*
  * Is the daemon that wrote r still running?  Its PID alone does not say:
  * a daemon that was killed leaves its record behind, and the PID may now
@@ -174,6 +190,8 @@ static bool pid_is_vhdxfuse(long pid)
  */
 static bool record_live(const struct record *r)
 {
+	char comm[32];
+
 	if (kill((pid_t)r->pid, 0) && errno != EPERM)
 		return false;
 	if (r->start) {
@@ -182,7 +200,8 @@ static bool record_live(const struct record *r)
 		/* 0: /proc hides it (hidepid); trust the PID then */
 		return !now || now == r->start;
 	}
-	return pid_is_vhdxfuse(r->pid);
+	pid_comm(r->pid, comm, sizeof(comm));
+	return !strcmp(comm, "vhdxfuse");
 }
 
 /* Is name a record's file name (a PID), not a temporary one? */
@@ -474,8 +493,6 @@ int vhdx_lock_holder_find(int fd, struct vhdx_lock_holder *h)
 {
 	struct find_arg a = {.h = h};
 	struct stat st;
-	char path[64];
-	FILE *f;
 
 	memset(h, 0, sizeof(*h));
 	if (fstat(fd, &st))
@@ -487,13 +504,7 @@ int vhdx_lock_holder_find(int fd, struct vhdx_lock_holder *h)
 	h->pid = fdinfo_find(a.dev, a.ino);
 	if (!h->pid)
 		return 0;
-	snprintf(path, sizeof(path), "/proc/%ld/comm", h->pid);
-	f = fopen(path, "re");
-	if (f) {
-		if (fgets(h->prog, sizeof(h->prog), f))
-			h->prog[strcspn(h->prog, "\n")] = '\0';
-		fclose(f);
-	}
+	pid_comm(h->pid, h->prog, sizeof(h->prog));
 	return 1;
 }
 

@@ -118,6 +118,8 @@ void vhdx_lock_holder_describe(const struct vhdx_lock_holder *h, char *buf,
  */
 int vhdx_record_write(int fd, const char *mountpoint, bool closing);
 void vhdx_record_remove(void);
+/* Has process pid exited (gone, or a zombie not yet reaped)? */
+bool vhdx_pid_exited(long pid);
 /* The daemon serving mountpoint (absolute, resolved): 1 if found. */
 int vhdx_daemon_find(const char *mountpoint, struct vhdx_lock_holder *h);
 /*

@@ -164,24 +164,6 @@ static int vf_pidfd_open(long pid)
 #endif
 }
 
-/* Has pid exited (a zombie counts)? */
-static int vf_exited(long pid)
-{
-	char path[64], buf[512], *p;
-	FILE *f;
-	size_t n;
-
-	snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
-	f = fopen(path, "re");
-	if (!f)
-		return 1;
-	n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = '\0';
-	p = strrchr(buf, ')');
-	return p && (p[2] == 'Z' || p[2] == 'X');
-}
-
 static uint64_t vf_now_ms(void)
 {
 	struct timespec ts;
@@ -199,7 +181,7 @@ static int vf_wait_daemon(long pid, int pidfd, unsigned int ms)
 		uint64_t now = vf_now_ms();
 		struct pollfd pfd = {.fd = pidfd, .events = POLLIN};
 
-		if (pidfd < 0 ? vf_exited(pid) : 0)
+		if (pidfd < 0 ? vhdx_pid_exited(pid) : 0)
 			return 0;
 		if (now >= deadline)
 			return -1;

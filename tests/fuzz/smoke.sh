@@ -1,8 +1,8 @@
 #!/bin/sh
-# Run each libFuzzer target (at once) for FUZZ_SECONDS on seeds made from images of
-# our own (qemu-img) and, when present, the shared corpus.  Prints the total
-# executions; exits non-zero if a target found anything (the input is left
-# in tests/fuzz/findings/ to become a regression test).
+# Run the libFuzzer targets, side by side, for FUZZ_SECONDS on seeds made
+# from images of our own (qemu-img) and, when present, the shared corpus.
+# Prints the total executions; exits non-zero if a target found anything
+# (the input is left in tests/fuzz/findings/ to become a regression test).
 set -eu
 secs=${FUZZ_SECONDS:-60}
 top=${TOP_SRCDIR:-.}

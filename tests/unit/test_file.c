@@ -1,7 +1,8 @@
 /*
  * test_file.c - vhdx_file_open (file.c): which files it opens, the locks it
  * takes, how it names the holder of a lock it cannot take, and the bounded
- * wait for a holder whose mount is gone (a daemon still closing).
+ * wait for a holder whose mount is gone (a daemon still closing), and
+ * whether a process has exited.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -191,6 +192,27 @@ TEST(waits_for_a_closing_daemon)
 	CHECK_EQ_INT(reap(pid), 0);
 }
 
+TEST(pid_exited)
+{
+	pid_t pid;
+	long t0;
+
+	CHECK(!vhdx_pid_exited((long)getpid()));
+	pid = fork();
+	if (pid == 0)
+		_exit(0);
+	CHECK(pid > 0);
+	CHECK(!vhdx_pid_exited(1) || getpid() == 1);
+	/* a zombie (exited, not yet reaped) counts as exited */
+	t0 = now_ms();
+	while (!vhdx_pid_exited((long)pid) && now_ms() - t0 < 5000)
+		usleep(10000);
+	CHECK(vhdx_pid_exited((long)pid));
+	CHECK(kill(pid, 0) == 0); /* still there: a zombie */
+	CHECK_EQ_INT(reap(pid), 0);
+	CHECK(vhdx_pid_exited((long)pid));
+}
+
 int main(void)
 {
 	int fd;
@@ -206,6 +228,7 @@ int main(void)
 	RUN_TEST(shared_and_exclusive);
 	RUN_TEST(holder_in_another_process);
 	RUN_TEST(waits_for_a_closing_daemon);
+	RUN_TEST(pid_exited);
 	unlink(img);
 	snprintf(img, sizeof(img), "%s/fifo", dir);
 	unlink(img);
